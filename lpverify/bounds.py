@@ -1,0 +1,113 @@
+"""Pre-activation bounds: the ``Bounds`` type and naive layer-wise (interval) bounds.
+
+``Bounds`` is what every bound method returns (interval, dual, LP) and what the
+dual objective, the LP and the MILP read: ``lower[i] ≤ ẑ_{i+2} ≤ upper[i]`` for
+the output of every affine block ``i``, the logits last. Units of a hidden
+layer split into I⁻ (u ≤ 0), I⁺ (ℓ ≥ 0) and the crossing set I (ℓ < 0 < u).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from .network import Network
+from .sets import LinfBall
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """Elementwise bounds on every pre-activation ẑ_2..ẑ_k, each (batch, *shape)."""
+
+    lower: tuple[Tensor, ...]
+    upper: tuple[Tensor, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.lower) != len(self.upper) or not self.lower:
+            raise ValueError("Bounds needs one (lower, upper) pair per affine block")
+        for i, (lo, up) in enumerate(zip(self.lower, self.upper)):
+            if lo.shape != up.shape:
+                raise ValueError(f"layer {i}: lower {tuple(lo.shape)} and upper {tuple(up.shape)} differ in shape")
+
+    def __len__(self) -> int:
+        return len(self.lower)
+
+    @property
+    def batch_size(self) -> int:
+        return self.lower[0].shape[0]
+
+    @property
+    def hidden(self) -> tuple[tuple[Tensor, Tensor], ...]:
+        """(ℓ, u) of the layers that pass through a ReLU (all but the logits)."""
+        return tuple(zip(self.lower[:-1], self.upper[:-1]))
+
+    @property
+    def output(self) -> tuple[Tensor, Tensor]:
+        """(ℓ, u) of the logits ẑ_k."""
+        return self.lower[-1], self.upper[-1]
+
+    def crossing(self, layer: int) -> Tensor:
+        """Mask of the crossing units I (ℓ < 0 < u) of a layer."""
+        return (self.lower[layer] < 0) & (self.upper[layer] > 0)
+
+    def n_crossing(self) -> Tensor:
+        """Number of crossing units per example and hidden layer, (batch, n_hidden)."""
+        return torch.stack([self.crossing(i).flatten(1).sum(1) for i in range(len(self) - 1)], dim=1)
+
+    def intersect(self, other: "Bounds") -> "Bounds":
+        """Elementwise tightest of two sound bounds (still sound)."""
+        if len(other) != len(self):
+            raise ValueError(f"cannot intersect bounds of {len(self)} and {len(other)} layers")
+        return Bounds(
+            tuple(torch.maximum(a, b) for a, b in zip(self.lower, other.lower)),
+            tuple(torch.minimum(a, b) for a, b in zip(self.upper, other.upper)),
+        )
+
+    def select(self, index: int | slice | Tensor) -> "Bounds":
+        """The bounds of some examples (an int keeps a batch of one)."""
+        if isinstance(index, int):
+            index = slice(index, index + 1)
+        return Bounds(tuple(t[index] for t in self.lower), tuple(t[index] for t in self.upper))
+
+    def detach(self) -> "Bounds":
+        return Bounds(tuple(t.detach() for t in self.lower), tuple(t.detach() for t in self.upper))
+
+    def to(self, *args, **kwargs) -> "Bounds":
+        return Bounds(tuple(t.to(*args, **kwargs) for t in self.lower), tuple(t.to(*args, **kwargs) for t in self.upper))
+
+    def contains(self, pre_activations: list[Tensor], tol: float = 0.0) -> bool:
+        """Whether the given ẑ_2..ẑ_k (each (batch, n, *shape)) lie within the bounds."""
+        return all(
+            bool(((z >= lo.unsqueeze(1) - tol) & (z <= up.unsqueeze(1) + tol)).all())
+            for z, lo, up in zip(pre_activations, self.lower, self.upper)
+        )
+
+
+def check_compatible(net: Network, ball: LinfBall) -> None:
+    """Raise a ValueError naming the mismatch between a network and an input set."""
+    if ball.shape != net.input_shape:
+        raise ValueError(
+            f"input set of shape {ball.shape} does not match the network's input shape {net.input_shape}"
+        )
+
+
+def interval_bounds(net: Network, ball: LinfBall) -> Bounds:
+    """Naive layer-wise bounds (Appendix B): push a box through every layer.
+
+    For ``ẑ = Wz + b`` with z in the box of midpoint m and radius r, ẑ lies in
+    the box of midpoint ``Wm + b`` and radius ``|W| r``; the ReLU maps
+    [ℓ, u] to [ℓ⁺, u⁺]. Differentiable in the network parameters.
+    """
+    check_compatible(net, ball)
+    lower, upper = [], []
+    mid, rad = ball.mid, ball.rad
+    for block in net.blocks:
+        mid, rad = block(mid), block.abs_linear(rad)
+        lo, hi = mid - rad, mid + rad
+        lower.append(lo)
+        upper.append(hi)
+        lo, hi = torch.relu(lo), torch.relu(hi)
+        mid, rad = (hi + lo) / 2, (hi - lo) / 2
+    return Bounds(tuple(lower), tuple(upper))

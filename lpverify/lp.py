@@ -1,0 +1,379 @@
+"""The exact LP over the convex outer adversarial polytope (eq. 3, 4, 19).
+
+For one example, an objective c and pre-activation bounds ℓ, u::
+
+    minimize   cᵀ ẑ_k
+    subject to z_1 ∈ [lo, hi]                      (the input box)
+               ẑ_{i+1} = W_i z_i + b_i             i = 1 .. k-1
+               z_i = 0                             on I⁻ (u ≤ 0)
+               z_i = ẑ_i                           on I⁺ (ℓ ≥ 0)
+               z ≥ 0, z ≥ ẑ, (u − ℓ) z ≤ u (ẑ − ℓ)  on I (the ReLU triangle)
+
+Two builds that must agree:
+
+* :class:`CvxpyLP`: the model as written above, every unit a variable, solved
+  by CVXPY with HiGHS. Readable; slow on real networks.
+* :class:`HighsLP`: a direct sparse HiGHS model. I⁻ units vanish (their z is 0
+  whatever ẑ is), I⁺ units share one variable for ẑ and z, and the output
+  layer is folded into the cost. Built once per example and re-solved for
+  each objective from the previous basis (warm start).
+
+A solve whose status is not optimal has ``value = nan``: it is never a bound.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.sparse as sp
+from torch import Tensor
+
+from .bounds import Bounds, check_compatible
+from .network import Network
+from .sets import LinfBall
+
+BACKENDS = ("highs", "cvxpy")
+
+
+@dataclass(frozen=True)
+class LPResult:
+    """The outcome of one LP solve.
+
+    Attributes:
+        value: the optimum of cᵀẑ_k; ``nan`` unless ``status == "optimal"``.
+        status: "optimal", or why there is no bound (solver status or error).
+        time: seconds spent solving (model building excluded; see ``build_time``).
+        input: z_1 at the optimum, shape input_shape (None without a solution).
+        output: ẑ_k at the optimum, shape (n_out,) (None without a solution).
+        duals: ν_2 .. ν_{k-1}, the multipliers of the equalities
+            ẑ_{i+1} = W_i z_i + b_i, one flat array per hidden layer, in the
+            sign convention of Theorem 1 (with no crossing unit they equal the
+            dual network's ν). Zero on I⁻ units of the direct model.
+        backend: "highs" or "cvxpy".
+        build_time: seconds spent building the model this solve used.
+    """
+
+    value: float
+    status: str
+    time: float
+    input: np.ndarray | None = None
+    output: np.ndarray | None = None
+    duals: tuple[np.ndarray, ...] = ()
+    backend: str = "highs"
+    build_time: float = 0.0
+
+    @property
+    def optimal(self) -> bool:
+        return self.status == "optimal" and math.isfinite(self.value)
+
+
+def _failed(status: str, backend: str, elapsed: float = 0.0, build_time: float = 0.0) -> LPResult:
+    return LPResult(value=math.nan, status=status, time=elapsed, backend=backend, build_time=build_time)
+
+
+@dataclass(frozen=True)
+class _Layer:
+    """One hidden layer's bounds (float64, flat) and its unit split."""
+
+    lower: np.ndarray
+    upper: np.ndarray
+    neg: np.ndarray = field(init=False)  # I⁻
+    pos: np.ndarray = field(init=False)  # I⁺
+    cross: np.ndarray = field(init=False)  # I
+
+    def __post_init__(self) -> None:
+        neg = self.upper <= 0
+        pos = ~neg & (self.lower >= 0)
+        object.__setattr__(self, "neg", neg)
+        object.__setattr__(self, "pos", pos)
+        object.__setattr__(self, "cross", ~neg & ~pos)
+
+
+def _one_example(net: Network, ball: LinfBall, bounds: Bounds) -> tuple[np.ndarray, np.ndarray, list[_Layer]] | str:
+    """Box and per-layer bounds as float64 numpy, or the reason they cannot make an LP."""
+    check_compatible(net, ball)
+    if ball.batch_size != 1 or bounds.batch_size != 1:
+        raise ValueError(
+            f"the LP is built for one example: got a ball of batch {ball.batch_size} and bounds of batch "
+            f"{bounds.batch_size}; use ball.select(i) and bounds.select(i)"
+        )
+    if len(bounds) < len(net.blocks) - 1:
+        raise ValueError(f"bounds cover {len(bounds)} layers but the network has {len(net.blocks) - 1} hidden layers")
+    lo = ball.lo.detach().cpu().double().numpy().ravel()
+    hi = ball.hi.detach().cpu().double().numpy().ravel()
+    layers = []
+    for i, shape in enumerate(net.hidden_shapes):
+        lower = bounds.lower[i].detach().cpu().double().numpy().ravel()
+        upper = bounds.upper[i].detach().cpu().double().numpy().ravel()
+        if lower.size != math.prod(shape):
+            raise ValueError(f"bounds of hidden layer {i} have {lower.size} units, the network has {math.prod(shape)}")
+        if not (np.isfinite(lower).all() and np.isfinite(upper).all()):
+            return f"invalid bounds: hidden layer {i} has NaN or infinite bounds"
+        layers.append(_Layer(lower, upper))
+    return lo, hi, layers
+
+
+def _objective(net: Network, c: np.ndarray | Tensor) -> np.ndarray:
+    c = np.asarray(c.detach().cpu().double() if isinstance(c, Tensor) else c, dtype=np.float64).ravel()
+    if c.shape != (net.n_outputs,):
+        raise ValueError(f"objective c must have {net.n_outputs} entries, got {c.size}")
+    if not np.isfinite(c).all():
+        raise ValueError("objective c contains NaN or inf")
+    return c
+
+
+class HighsLP:
+    """eq. 19 for one example as a direct sparse HiGHS model, re-solved per objective.
+
+    Variables: the input z_1; per hidden layer, ẑ of the units not in I⁻ (the
+    same variable is z on I⁺) and z of the crossing units. Rows: the affine
+    equalities of the non-I⁻ units and two triangle faces per crossing unit.
+    The logits are not variables: cᵀ(W z + b) is folded into the cost.
+    """
+
+    def __init__(self, net: Network, ball: LinfBall, bounds: Bounds, *, time_limit: float | None = None):
+        import highspy
+
+        start = time.perf_counter()
+        self.net = net
+        self.input_shape = net.input_shape
+        prepared = _one_example(net, ball, bounds)
+        self.invalid: str | None = prepared if isinstance(prepared, str) else None
+        if self.invalid is not None:
+            self.build_time = time.perf_counter() - start
+            return
+        lo, hi, layers = prepared
+        mats = net.sparse()
+
+        col_lo, col_hi = [lo], [hi]
+        n_col = lo.size
+        post = np.arange(n_col)  # variable holding z_i,j (or -1 for a unit fixed at 0)
+        entries: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (row, col, value) triplets
+        row_lo, row_hi = [], []
+        self._eq_rows: list[tuple[np.ndarray, np.ndarray]] = []  # (row indices, unit indices) per layer
+        n_row = 0
+        for (w, b), layer in zip(mats[:-1], layers):
+            n_units = b.size
+            active = np.flatnonzero(~layer.neg)
+            cross = np.flatnonzero(layer.cross)
+            zhat = np.full(n_units, -1)
+            zhat[active] = n_col + np.arange(active.size)
+            n_col += active.size
+            zvar = np.full(n_units, -1)
+            zvar[cross] = n_col + np.arange(cross.size)
+            n_col += cross.size
+            col_lo += [np.full(active.size, -np.inf), np.zeros(cross.size)]
+            col_hi += [np.full(active.size, np.inf), np.full(cross.size, np.inf)]
+
+            # ẑ_j − Σ_k W_jk z_k = b_j for the active units j.
+            keep = post >= 0
+            w_act = w[active][:, np.flatnonzero(keep)].tocoo()
+            eq_rows = n_row + np.arange(active.size)
+            entries.append((eq_rows, zhat[active], np.ones(active.size)))
+            entries.append((n_row + w_act.row, post[keep][w_act.col], -w_act.data))
+            row_lo.append(b[active])
+            row_hi.append(b[active])
+            self._eq_rows.append((eq_rows, active))
+            n_row += active.size
+
+            # z − ẑ ≥ 0 and z − d ẑ ≤ −d ℓ (the triangle's upper face divided by u − ℓ).
+            d = layer.upper[cross] / (layer.upper[cross] - layer.lower[cross])
+            r1 = n_row + np.arange(cross.size)
+            r2 = r1 + cross.size
+            entries.append((r1, zvar[cross], np.ones(cross.size)))
+            entries.append((r1, zhat[cross], -np.ones(cross.size)))
+            entries.append((r2, zvar[cross], np.ones(cross.size)))
+            entries.append((r2, zhat[cross], -d))
+            row_lo += [np.zeros(cross.size), np.full(cross.size, -np.inf)]
+            row_hi += [np.full(cross.size, np.inf), -d * layer.lower[cross]]
+            n_row += 2 * cross.size
+
+            post = np.where(layer.neg, -1, np.where(layer.cross, zvar, zhat))
+
+        self._post = post
+        self._w_out, self._b_out = mats[-1]
+        self.n_col, self.n_row = n_col, n_row
+
+        if entries:
+            coo_r, coo_c, coo_v = (np.concatenate(parts) for parts in zip(*entries))
+        else:
+            coo_r = coo_c = np.zeros(0, dtype=np.int64)
+            coo_v = np.zeros(0)
+        a = sp.csc_matrix((coo_v, (coo_r, coo_c)), shape=(n_row, n_col))
+
+        inf = highspy.kHighsInf
+        model = highspy.HighsLp()
+        model.num_col_, model.num_row_ = n_col, n_row
+        model.col_cost_ = np.zeros(n_col)
+        model.col_lower_ = np.clip(np.concatenate(col_lo), -inf, inf)
+        model.col_upper_ = np.clip(np.concatenate(col_hi), -inf, inf)
+        model.row_lower_ = np.clip(np.concatenate(row_lo), -inf, inf) if row_lo else np.zeros(0)
+        model.row_upper_ = np.clip(np.concatenate(row_hi), -inf, inf) if row_hi else np.zeros(0)
+        model.a_matrix_.format_ = highspy.MatrixFormat.kColwise
+        model.a_matrix_.start_ = a.indptr
+        model.a_matrix_.index_ = a.indices
+        model.a_matrix_.value_ = a.data
+        self._highs = highspy.Highs()
+        self._highs.setOptionValue("output_flag", False)
+        if time_limit is not None:
+            self._highs.setOptionValue("time_limit", float(time_limit))
+        self._highs.passModel(model)
+        self._status_optimal = highspy.HighsModelStatus.kOptimal
+        self._keep_out = np.flatnonzero(self._post >= 0)
+        self.build_time = time.perf_counter() - start
+        self._solves = 0
+
+    def solve(self, c: np.ndarray | Tensor) -> LPResult:
+        """min cᵀ ẑ_k over the relaxation; warm-started from the previous solve's basis."""
+        c = _objective(self.net, c)
+        build = self.build_time if self._solves == 0 else 0.0
+        self._solves += 1
+        if self.invalid is not None:
+            return _failed(self.invalid, "highs", build_time=build)
+        # cᵀ(W z + b): cost Wᵀc on the variables holding z, constant cᵀb.
+        cost_full = self._w_out.T @ c
+        cost = np.zeros(self.n_col)
+        cost[self._post[self._keep_out]] = cost_full[self._keep_out]
+        constant = float(c @ self._b_out)
+        h = self._highs
+        start = time.perf_counter()
+        try:
+            h.changeColsCost(self.n_col, np.arange(self.n_col, dtype=np.int32), cost)
+            h.run()
+            status = h.getModelStatus()
+        except Exception as err:  # a solver failure is reported, never turned into a bound
+            return _failed(f"solver error: {err}", "highs", time.perf_counter() - start, build)
+        elapsed = time.perf_counter() - start
+        if status != self._status_optimal:
+            return _failed(f"not optimal: {h.modelStatusToString(status)}", "highs", elapsed, build)
+        value = h.getInfo().objective_function_value + constant
+        sol = h.getSolution()
+        x = np.asarray(sol.col_value)
+        row_dual = np.asarray(sol.row_dual)
+        z_last = np.zeros(self._post.size)
+        z_last[self._keep_out] = x[self._post[self._keep_out]]
+        duals = []
+        for (eq_rows, units), shape in zip(self._eq_rows, self.net.hidden_shapes):
+            nu = np.zeros(math.prod(shape))
+            nu[units] = -row_dual[eq_rows]  # HiGHS's y = ∂p*/∂b; Theorem 1's ν = −∂p*/∂b
+            duals.append(nu)
+        n_in = math.prod(self.input_shape)
+        return LPResult(
+            value=value if math.isfinite(value) else math.nan,
+            status="optimal" if math.isfinite(value) else "not optimal: non-finite objective",
+            time=elapsed,
+            input=x[:n_in].reshape(self.input_shape),
+            output=self._w_out @ z_last + self._b_out,
+            duals=tuple(duals),
+            backend="highs",
+            build_time=build,
+        )
+
+
+class CvxpyLP:
+    """eq. 19 for one example written plainly in CVXPY, one variable per unit, solved with HiGHS."""
+
+    def __init__(self, net: Network, ball: LinfBall, bounds: Bounds):
+        import cvxpy as cp
+
+        start = time.perf_counter()
+        self.net = net
+        prepared = _one_example(net, ball, bounds)
+        self.invalid: str | None = prepared if isinstance(prepared, str) else None
+        if self.invalid is not None:
+            self.build_time = time.perf_counter() - start
+            return
+        lo, hi, layers = prepared
+        mats = net.sparse()
+        self.c = cp.Parameter(net.n_outputs)
+        self.z_in = cp.Variable(lo.size)
+        z = self.z_in
+        constraints = [z >= lo, z <= hi]
+        self._equalities = []
+        for (w, b), layer in zip(mats[:-1], layers):
+            zhat = cp.Variable(b.size)
+            equality = zhat == w @ z + b
+            constraints.append(equality)
+            self._equalities.append(equality)
+            z = cp.Variable(b.size)
+            neg, pos, cross = (np.flatnonzero(m) for m in (layer.neg, layer.pos, layer.cross))
+            lo_c, up_c = layer.lower[cross], layer.upper[cross]
+            if neg.size:
+                constraints.append(z[neg] == 0)
+            if pos.size:
+                constraints.append(z[pos] == zhat[pos])
+            if cross.size:
+                constraints += [
+                    z[cross] >= 0,
+                    z[cross] >= zhat[cross],
+                    cp.multiply(up_c - lo_c, z[cross]) <= cp.multiply(up_c, zhat[cross] - lo_c),
+                ]
+        w_out, b_out = mats[-1]
+        self.logits = w_out @ z + b_out
+        self.problem = cp.Problem(cp.Minimize(self.c @ self.logits), constraints)
+        self.build_time = time.perf_counter() - start
+        self._solves = 0
+
+    def solve(self, c: np.ndarray | Tensor) -> LPResult:
+        import cvxpy as cp
+
+        c = _objective(self.net, c)
+        build = self.build_time if self._solves == 0 else 0.0
+        self._solves += 1
+        if self.invalid is not None:
+            return _failed(self.invalid, "cvxpy", build_time=build)
+        self.c.value = c
+        start = time.perf_counter()
+        try:
+            self.problem.solve(solver=cp.HIGHS)
+        except cp.error.SolverError as err:
+            return _failed(f"solver error: {err}", "cvxpy", time.perf_counter() - start, build)
+        elapsed = time.perf_counter() - start
+        if self.problem.status != cp.OPTIMAL or self.problem.value is None or not math.isfinite(self.problem.value):
+            return _failed(f"not optimal: {self.problem.status}", "cvxpy", elapsed, build)
+        return LPResult(
+            value=float(self.problem.value),
+            status="optimal",
+            time=elapsed,
+            input=np.asarray(self.z_in.value).reshape(self.net.input_shape),
+            output=np.asarray(self.logits.value),
+            duals=tuple(np.asarray(e.dual_value, dtype=np.float64).ravel() for e in self._equalities),
+            backend="cvxpy",
+            build_time=build,
+        )
+
+
+def build_lp(net: Network, ball: LinfBall, bounds: Bounds, backend: str = "highs") -> HighsLP | CvxpyLP:
+    """The LP of one example, ready to ``solve(c)`` for many objectives."""
+    if backend == "highs":
+        return HighsLP(net, ball, bounds)
+    if backend == "cvxpy":
+        return CvxpyLP(net, ball, bounds)
+    raise ValueError(f"unknown LP backend {backend!r}; choose one of {BACKENDS}")
+
+
+def solve_lp(
+    net: Network,
+    ball: LinfBall,
+    c: np.ndarray | Tensor,
+    bounds: Bounds,
+    backend: str = "highs",
+) -> LPResult | list[LPResult]:
+    """Solve eq. 19 for one example (``ball`` and ``bounds`` of batch 1).
+
+    ``c`` of shape (n_out,) gives one :class:`LPResult`; (m, n_out) gives a
+    list, solved on one model with warm starts.
+    """
+    model = build_lp(net, ball, bounds, backend)
+    c_arr = c.detach().cpu().double().numpy() if isinstance(c, Tensor) else np.asarray(c, dtype=np.float64)
+    if c_arr.ndim == 1:
+        return model.solve(c_arr)
+    if c_arr.ndim == 2:
+        return [model.solve(row) for row in c_arr]
+    raise ValueError(f"objective c must have shape (n_out,) or (m, n_out), got {c_arr.shape}")
+
+
+__all__ = ["LPResult", "HighsLP", "CvxpyLP", "build_lp", "solve_lp"]

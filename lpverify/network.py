@@ -1,0 +1,440 @@
+"""The network representation: affine blocks separated by ReLUs (MATH.md §1).
+
+A k-layer network is ``ẑ_{i+1} = A_i(z_i)``, ``z_i = max(ẑ_i, 0)``, with
+``z_1 = x`` and ``f(x) = ẑ_k``. Consecutive affine modules of a torch model
+(Linear, Conv2d, Flatten) are grouped into one :class:`AffineBlock`, so block
+``i`` (0-based) is the paper's ``W_{i+1}, b_{i+1}`` and its output is the
+pre-activation ``ẑ_{i+2}``.
+
+Every block applies itself (``forward``), its linear part (``linear``), the
+transpose of its linear part (``transpose``, ``W_iᵀ`` of eq. 5) and its
+elementwise absolute value (``abs_linear``, Appendix B) to batched tensors,
+following the device and dtype of the tensor it is given. It also exports an
+exact ``scipy.sparse`` matrix and bias, convolutions included, which is what
+the LP and MILP read, so all methods see the same numbers.
+
+Parameters are referenced, not copied: bounds computed through a ``Network``
+are differentiable in the torch module's parameters.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Protocol, Sequence
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+Shape = tuple[int, ...]
+
+SUPPORTED_MODULES = "nn.Linear, nn.Conv2d (zero padding, no dilation or groups), nn.ReLU, nn.Flatten"
+
+
+def _numel(shape: Shape) -> int:
+    return math.prod(shape)
+
+
+def _cast(t: Tensor, like: Tensor) -> Tensor:
+    """A parameter in the dtype and on the device of ``like`` (a no-op when they match)."""
+    return t.to(device=like.device, dtype=like.dtype)
+
+
+class AffineOp(Protocol):
+    """One affine map between tensor shapes; every method is batch-first (N, *shape)."""
+
+    in_shape: Shape
+    out_shape: Shape
+
+    def forward(self, x: Tensor) -> Tensor: ...
+    def linear(self, x: Tensor) -> Tensor: ...
+    def transpose(self, v: Tensor) -> Tensor: ...
+    def abs_linear(self, r: Tensor) -> Tensor: ...
+    def sparse(self) -> tuple[sp.csr_matrix, np.ndarray]: ...
+    def parameters(self) -> tuple[Tensor, ...]: ...
+
+
+@dataclass(frozen=True, eq=False)
+class Dense:
+    """``x ↦ W·flatten(x) + b``; ``in_shape`` may be multi-dimensional (a folded Flatten)."""
+
+    weight: Tensor  # (n_out, n_in)
+    bias: Tensor | None  # (n_out,)
+    in_shape: Shape
+
+    @property
+    def out_shape(self) -> Shape:
+        return (self.weight.shape[0],)
+
+    def linear(self, x: Tensor) -> Tensor:
+        return x.flatten(1) @ _cast(self.weight, x).T
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.linear(x)
+        return y if self.bias is None else y + _cast(self.bias, y)
+
+    def transpose(self, v: Tensor) -> Tensor:
+        return (v @ _cast(self.weight, v)).view(v.shape[0], *self.in_shape)
+
+    def abs_linear(self, r: Tensor) -> Tensor:
+        return r.flatten(1) @ _cast(self.weight, r).abs().T
+
+    def sparse(self) -> tuple[sp.csr_matrix, np.ndarray]:
+        w = self.weight.detach().cpu().double().numpy()
+        b = np.zeros(w.shape[0]) if self.bias is None else self.bias.detach().cpu().double().numpy()
+        return sp.csr_matrix(w), b
+
+    def parameters(self) -> tuple[Tensor, ...]:
+        return (self.weight,) if self.bias is None else (self.weight, self.bias)
+
+
+@dataclass(frozen=True, eq=False)
+class Conv:
+    """A 2D convolution with zero padding (``nn.Conv2d`` with dilation 1 and groups 1)."""
+
+    weight: Tensor  # (c_out, c_in, kh, kw)
+    bias: Tensor | None  # (c_out,)
+    stride: tuple[int, int]
+    padding: tuple[int, int]
+    in_shape: Shape  # (c_in, h, w)
+
+    @property
+    def out_shape(self) -> Shape:
+        c_out, _, kh, kw = self.weight.shape
+        _, h, w = self.in_shape
+        oh = (h + 2 * self.padding[0] - kh) // self.stride[0] + 1
+        ow = (w + 2 * self.padding[1] - kw) // self.stride[1] + 1
+        return (c_out, oh, ow)
+
+    def linear(self, x: Tensor) -> Tensor:
+        return F.conv2d(x, _cast(self.weight, x), None, self.stride, self.padding)
+
+    def forward(self, x: Tensor) -> Tensor:
+        b = None if self.bias is None else _cast(self.bias, x)
+        return F.conv2d(x, _cast(self.weight, x), b, self.stride, self.padding)
+
+    def transpose(self, v: Tensor) -> Tensor:
+        # The rows/columns that the forward convolution's floor division dropped
+        # come back as output_padding, so the result has exactly in_shape.
+        _, kh, kw = self.weight.shape[1:]
+        _, oh, ow = self.out_shape
+        _, h, w = self.in_shape
+        pad_h = h - ((oh - 1) * self.stride[0] - 2 * self.padding[0] + kh)
+        pad_w = w - ((ow - 1) * self.stride[1] - 2 * self.padding[1] + kw)
+        return F.conv_transpose2d(
+            v, _cast(self.weight, v), None, self.stride, self.padding, output_padding=(pad_h, pad_w)
+        )
+
+    def abs_linear(self, r: Tensor) -> Tensor:
+        return F.conv2d(r, _cast(self.weight, r).abs(), None, self.stride, self.padding)
+
+    def sparse(self) -> tuple[sp.csr_matrix, np.ndarray]:
+        """The convolution as an exact (n_out, n_in) matrix in C-order flattening."""
+        w = self.weight.detach().cpu().double().numpy()
+        c_out, c_in, kh, kw = w.shape
+        _, h, wd = self.in_shape
+        _, oh, ow = self.out_shape
+        co, ci, ki, kj, yo, xo = np.meshgrid(
+            np.arange(c_out), np.arange(c_in), np.arange(kh), np.arange(kw),
+            np.arange(oh), np.arange(ow), indexing="ij", sparse=False,
+        )
+        yi = yo * self.stride[0] - self.padding[0] + ki
+        xi = xo * self.stride[1] - self.padding[1] + kj
+        inside = (yi >= 0) & (yi < h) & (xi >= 0) & (xi < wd)
+        rows = ((co * oh + yo) * ow + xo)[inside]
+        cols = ((ci * h + yi) * wd + xi)[inside]
+        vals = w[co, ci, ki, kj][inside]
+        mat = sp.csr_matrix((vals, (rows, cols)), shape=(c_out * oh * ow, c_in * h * wd))
+        bias = np.zeros(c_out) if self.bias is None else self.bias.detach().cpu().double().numpy()
+        return mat, np.repeat(bias, oh * ow)
+
+    def parameters(self) -> tuple[Tensor, ...]:
+        return (self.weight,) if self.bias is None else (self.weight, self.bias)
+
+
+@dataclass(frozen=True, eq=False)
+class Reshape:
+    """A reshape (``nn.Flatten`` not followed by a Linear): a permutation-free identity."""
+
+    in_shape: Shape
+    out_shape: Shape
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x.reshape(x.shape[0], *self.out_shape)
+
+    linear = forward
+    abs_linear = forward
+
+    def transpose(self, v: Tensor) -> Tensor:
+        return v.reshape(v.shape[0], *self.in_shape)
+
+    def sparse(self) -> tuple[sp.csr_matrix, np.ndarray]:
+        n = _numel(self.in_shape)
+        return sp.identity(n, format="csr"), np.zeros(n)
+
+    def parameters(self) -> tuple[Tensor, ...]:
+        return ()
+
+
+@dataclass(frozen=True, eq=False)
+class AffineBlock:
+    """A composition of affine ops with no ReLU between them: ``W_i z + b_i``.
+
+    ``abs_linear`` of a block holding several weighted ops applies ``|W|`` op by
+    op, a sound over-estimate of ``|W_composed|``; consecutive Linear layers are
+    fused at construction so the common case is exact.
+    """
+
+    ops: tuple[AffineOp, ...]
+
+    @property
+    def in_shape(self) -> Shape:
+        return self.ops[0].in_shape
+
+    @property
+    def out_shape(self) -> Shape:
+        return self.ops[-1].out_shape
+
+    @property
+    def in_features(self) -> int:
+        return _numel(self.in_shape)
+
+    @property
+    def out_features(self) -> int:
+        return _numel(self.out_shape)
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return self.forward(x)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``W z + b`` for z of shape (N, *in_shape)."""
+        for op in self.ops:
+            x = op.forward(x)
+        return x
+
+    def linear(self, x: Tensor) -> Tensor:
+        """``W z`` (no bias) for z of shape (N, *in_shape)."""
+        for op in self.ops:
+            x = op.linear(x)
+        return x
+
+    def transpose(self, v: Tensor) -> Tensor:
+        """``Wᵀ v`` for v of shape (N, *out_shape): one step of the dual network (eq. 5)."""
+        for op in reversed(self.ops):
+            v = op.transpose(v)
+        return v
+
+    def abs_linear(self, r: Tensor) -> Tensor:
+        """``|W| r`` for r ≥ 0 of shape (N, *in_shape) (interval radius, Appendix B)."""
+        for op in self.ops:
+            r = op.abs_linear(r)
+        return r
+
+    def bias(self, like: Tensor) -> Tensor:
+        """The block's total bias ``b_i`` (shape out_shape), in the dtype/device of ``like``."""
+        zero = torch.zeros((1, *self.in_shape), dtype=like.dtype, device=like.device)
+        return self.forward(zero)[0]
+
+    def sparse(self) -> tuple[sp.csr_matrix, np.ndarray]:
+        """The exact (out_features, in_features) float64 matrix and bias of the block."""
+        mat, bias = self.ops[0].sparse()
+        for op in self.ops[1:]:
+            m, b = op.sparse()
+            mat, bias = (m @ mat).tocsr(), m @ bias + b
+        return mat, bias
+
+    def parameters(self) -> tuple[Tensor, ...]:
+        return tuple(p for op in self.ops for p in op.parameters())
+
+
+class Network:
+    """A ReLU network ``f(x) = A_{k-1}(relu(... relu(A_1(x))))`` over affine blocks.
+
+    ``net(x)`` runs it on x of shape (batch, *input_shape); ``net.blocks[i]`` is
+    the paper's affine layer i+1. The hidden pre-activations ẑ_2..ẑ_{k-1} are
+    the outputs of ``blocks[:-1]``.
+    """
+
+    def __init__(self, blocks: Sequence[AffineBlock]):
+        if not blocks:
+            raise ValueError("a Network needs at least one affine block")
+        for i, (a, b) in enumerate(zip(blocks, blocks[1:])):
+            if a.out_shape != b.in_shape:
+                raise ValueError(
+                    f"block {i} outputs shape {a.out_shape} but block {i + 1} expects {b.in_shape}"
+                )
+        self.blocks: tuple[AffineBlock, ...] = tuple(blocks)
+        self._sparse_cache: tuple[tuple[tuple[int, int], ...], list[tuple[sp.csr_matrix, np.ndarray]]] | None = None
+
+    # -- shapes -------------------------------------------------------------
+    @property
+    def input_shape(self) -> Shape:
+        return self.blocks[0].in_shape
+
+    @property
+    def output_shape(self) -> Shape:
+        return self.blocks[-1].out_shape
+
+    @property
+    def n_outputs(self) -> int:
+        return self.blocks[-1].out_features
+
+    @property
+    def hidden_shapes(self) -> tuple[Shape, ...]:
+        """Shapes of the pre-activations that pass through a ReLU (ẑ_2..ẑ_{k-1})."""
+        return tuple(b.out_shape for b in self.blocks[:-1])
+
+    def parameters(self) -> tuple[Tensor, ...]:
+        return tuple(p for b in self.blocks for p in b.parameters())
+
+    def __repr__(self) -> str:
+        shapes = " -> ".join(str(s) for s in (self.input_shape, *(b.out_shape for b in self.blocks)))
+        return f"Network({len(self.blocks)} affine blocks: {shapes})"
+
+    # -- evaluation ---------------------------------------------------------
+    def __call__(self, x: Tensor) -> Tensor:
+        return self.pre_activations(x)[-1]
+
+    def pre_activations(self, x: Tensor) -> list[Tensor]:
+        """``[ẑ_2, ..., ẑ_k]`` for x of shape (batch, *input_shape)."""
+        self.check_input(x)
+        out = []
+        for i, block in enumerate(self.blocks):
+            x = block(x if i == 0 else torch.relu(x))
+            out.append(x)
+        return out
+
+    def check_input(self, x: Tensor) -> None:
+        if tuple(x.shape[1:]) != self.input_shape:
+            raise ValueError(
+                f"input of shape {tuple(x.shape)} does not match the network's input shape "
+                f"(batch, {', '.join(map(str, self.input_shape))})"
+            )
+
+    # -- export -------------------------------------------------------------
+    def sparse(self) -> list[tuple[sp.csr_matrix, np.ndarray]]:
+        """Exact float64 ``(W_i, b_i)`` of every block, cached until a parameter changes."""
+        key = tuple((id(p), p._version) for p in self.parameters())
+        if self._sparse_cache is None or self._sparse_cache[0] != key:
+            self._sparse_cache = (key, [b.sparse() for b in self.blocks])
+        return self._sparse_cache[1]
+
+    # -- construction -------------------------------------------------------
+    @classmethod
+    def from_torch(cls, module: nn.Module, input_shape: Sequence[int] | None = None) -> "Network":
+        """Build a Network from an ``nn.Sequential`` of Linear, Conv2d, ReLU and Flatten.
+
+        ``input_shape`` (without the batch dimension) is required when the first
+        layer is a convolution; for a Linear first layer it defaults to
+        ``(in_features,)``. Consecutive affine modules become one block.
+        """
+        modules = _flatten_sequential(module)
+        if not modules:
+            raise ValueError("cannot build a Network from an empty module")
+        shape = _initial_shape(modules[0], input_shape)
+        blocks: list[AffineBlock] = []
+        ops: list[AffineOp] = []
+        for pos, m in enumerate(modules):
+            if isinstance(m, nn.ReLU):
+                if not ops:
+                    where = "first layer" if not blocks else "a second consecutive ReLU"
+                    raise ValueError(f"module {pos} ({m}) is {where}; a ReLU must follow an affine layer")
+                blocks.append(_make_block(ops))
+                ops = []
+                continue
+            op = _convert(pos, m, shape)
+            ops.append(op)
+            shape = op.out_shape
+        if not ops:
+            raise ValueError("the network ends with a ReLU; lpverify expects affine logits as output")
+        blocks.append(_make_block(ops))
+        return cls(blocks)
+
+
+def _flatten_sequential(module: nn.Module) -> list[nn.Module]:
+    if isinstance(module, nn.Sequential):
+        return [m for child in module for m in _flatten_sequential(child)]
+    if isinstance(module, (nn.Linear, nn.Conv2d, nn.ReLU, nn.Flatten)):
+        return [module]
+    raise ValueError(
+        f"unsupported module {module.__class__.__name__} ({module}); "
+        f"lpverify builds networks from an nn.Sequential of {SUPPORTED_MODULES}"
+    )
+
+
+def _initial_shape(first: nn.Module, input_shape: Sequence[int] | None) -> Shape:
+    if input_shape is not None:
+        shape = tuple(int(s) for s in input_shape)
+        if any(s <= 0 for s in shape):
+            raise ValueError(f"input_shape must be positive, got {shape}")
+        return shape
+    if isinstance(first, nn.Linear):
+        return (first.in_features,)
+    raise ValueError(
+        f"input_shape is required when the first layer is {first.__class__.__name__}, "
+        "e.g. Network.from_torch(model, input_shape=(1, 28, 28))"
+    )
+
+
+def _pair(v: int | tuple[int, ...]) -> tuple[int, int]:
+    return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
+
+
+def _convert(pos: int, m: nn.Module, shape: Shape) -> AffineOp:
+    """One torch module as an affine op on inputs of ``shape``, or a ValueError naming it."""
+    if isinstance(m, nn.Linear):
+        if _numel(shape) != m.in_features or (len(shape) > 1 and shape[-1] != _numel(shape)):
+            if len(shape) > 1:
+                raise ValueError(
+                    f"module {pos} ({m}) receives shape {shape}; flatten first (nn.Flatten) so it sees "
+                    f"{_numel(shape)} features"
+                )
+            raise ValueError(f"module {pos} ({m}) expects {m.in_features} features but receives {shape}")
+        return Dense(m.weight, m.bias, shape)
+    if isinstance(m, nn.Conv2d):
+        if isinstance(m.padding, str):
+            if m.padding != "valid":
+                raise ValueError(f"module {pos} ({m}): padding='{m.padding}' is not supported; give integers")
+            padding = (0, 0)
+        else:
+            padding = _pair(m.padding)
+        if m.groups != 1 or _pair(m.dilation) != (1, 1) or m.padding_mode != "zeros":
+            raise ValueError(
+                f"module {pos} ({m}): only groups=1, dilation=1 and zero padding are supported"
+            )
+        if len(shape) != 3 or shape[0] != m.in_channels:
+            raise ValueError(
+                f"module {pos} ({m}) expects input (channels={m.in_channels}, height, width) but receives {shape}"
+            )
+        conv = Conv(m.weight, m.bias, _pair(m.stride), padding, shape)
+        if min(conv.out_shape[1:]) <= 0:
+            raise ValueError(f"module {pos} ({m}) gives an empty output for input shape {shape}")
+        return conv
+    if isinstance(m, nn.Flatten):
+        if m.start_dim != 1 or m.end_dim != -1:
+            raise ValueError(f"module {pos} ({m}): only Flatten(start_dim=1, end_dim=-1) is supported")
+        return Reshape(shape, (_numel(shape),))
+    raise ValueError(f"unsupported module {pos}: {m}; lpverify supports {SUPPORTED_MODULES}")
+
+
+def _make_block(ops: list[AffineOp]) -> AffineBlock:
+    """Group ops into a block, folding Flatten into a following Linear and fusing Linear chains."""
+    merged: list[AffineOp] = []
+    for op in ops:
+        prev = merged[-1] if merged else None
+        if isinstance(op, Dense) and isinstance(prev, Reshape):
+            merged[-1] = Dense(op.weight, op.bias, prev.in_shape)
+        elif isinstance(op, Dense) and isinstance(prev, Dense):
+            # W2 (W1 z + b1) + b2: exact, keeps |W| tight, stays differentiable.
+            weight = op.weight @ prev.weight
+            b1 = prev.bias if prev.bias is not None else torch.zeros_like(prev.weight[:, 0])
+            bias = op.weight @ b1 + (op.bias if op.bias is not None else 0)
+            merged[-1] = Dense(weight, bias, prev.in_shape)
+        elif isinstance(op, Reshape) and isinstance(prev, Reshape):
+            merged[-1] = Reshape(prev.in_shape, op.out_shape)
+        else:
+            merged.append(op)
+    return AffineBlock(tuple(merged))

@@ -1,0 +1,65 @@
+"""The paper's architectures (MATH.md §10) and a loader for its published weights."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .network import Network
+
+INPUT_SHAPES = {"mnist": (1, 28, 28), "fashion_mnist": (1, 28, 28), "svhn": (3, 32, 32), "har": (561,)}
+
+
+def conv_small(in_channels: int = 1, in_size: int = 28, n_classes: int = 10) -> nn.Sequential:
+    """Conv(16, 4×4, s2, p1) – ReLU – Conv(32, 4×4, s2, p1) – ReLU – Flatten – Linear(100) – ReLU – Linear."""
+    side = in_size // 4
+    return nn.Sequential(
+        nn.Conv2d(in_channels, 16, 4, stride=2, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(16, 32, 4, stride=2, padding=1),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(32 * side * side, 100),
+        nn.ReLU(),
+        nn.Linear(100, n_classes),
+    )
+
+
+def har_mlp(hidden: int = 500) -> nn.Sequential:
+    """Linear(561 → hidden) – ReLU – Linear(hidden → 6)."""
+    return nn.Sequential(nn.Linear(561, hidden), nn.ReLU(), nn.Linear(hidden, 6))
+
+
+def paper_model(name: str) -> nn.Sequential:
+    """An untrained model of the paper's architecture for ``name`` (mnist, fashion_mnist, svhn, har)."""
+    if name in ("mnist", "fashion_mnist"):
+        return conv_small(1, 28)
+    if name == "svhn":
+        return conv_small(3, 32)
+    if name == "har":
+        return har_mlp()
+    raise ValueError(f"unknown model {name!r}; the paper's models are {sorted(INPUT_SHAPES)}")
+
+
+def load_paper_model(name: str, path: str | Path) -> nn.Sequential:
+    """The paper's architecture with the state_dict at ``path`` (loaded on the CPU), in eval mode."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights not found: {path}")
+    model = paper_model(name)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises several types for a corrupt file
+        raise ValueError(f"{path}: not a loadable torch state_dict ({err})") from err
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        raise ValueError(f"{path}: weights do not fit the paper's {name} architecture: {err}") from err
+    return model.eval()
+
+
+def paper_network(name: str, path: str | Path) -> Network:
+    """``Network`` of the paper's model ``name`` with the weights at ``path``."""
+    return Network.from_torch(load_paper_model(name, path), input_shape=INPUT_SHAPES[name])
