@@ -16,13 +16,16 @@ on the device/dtype of the input set's tensors.
 
 from __future__ import annotations
 
+import weakref
+from dataclasses import dataclass
 from typing import Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from .bounds import Bounds, check_compatible
-from .network import AffineBlock, Network
+from .network import AffineBlock, Dense, Network
 from .sets import LinfBall
 
 # Upper limit on the elements of one chunk pushed through a block at once.
@@ -163,73 +166,157 @@ def dual_bounds(net: Network, ball: LinfBall) -> Bounds:
         lo, up = lower[-1], upper[-1]
         slope = relu_slope(lo, up)
         if cols_in is None:
-            scale = rad.view(*rad.shape, *([1] * len(block.out_shape)))
-            cols_in = _push(block, slope, basis.unsqueeze(0)) * scale
+            cols_in, spread = _push_input_columns(block, slope, basis, rad, _input_coloring(net))
         else:
             cols_in = _push(block, slope, cols_in)
+            spread = cols_in.abs().sum(1)
         relu_cols = [(coef, _push(block, slope, cols)) for coef, cols in relu_cols]
-        new = _crossing_columns(lo, up, slope)
+        new = _crossing_units(lo, up, slope)
         if new is not None:
-            coef, cols = new
-            relu_cols.append((coef, _push(block, None, cols)))
+            coef, index, vals = new
+            cols = block.unit_columns(index, vals) * vals.view(*vals.shape, *([1] * len(block.out_shape)))
+            relu_cols.append((coef, cols))
         offset = block(slope * offset)
-        lo, up = _bounds_from_columns(offset, cols_in, relu_cols)
+        lo, up = _bounds_from_columns(offset, spread, relu_cols)
         lower.append(lo)
         upper.append(up)
     return Bounds(tuple(lower), tuple(upper))
 
 
-def _push(block: AffineBlock, slope: Tensor | None, cols: Tensor) -> Tensor:
+@dataclass(frozen=True)
+class _Coloring:
+    """A grouping of the input columns whose images under ``W_2 D W_1`` never overlap.
+
+    Columns of one colour have structurally disjoint supports after the first
+    two blocks (whatever the weights and slopes), so their sum can be
+    propagated as one column and split again exactly by the support masks: the
+    compressed-Jacobian technique, applied to Algorithm 1's input identity.
+    """
+
+    members: Tensor  # (n_colors, m) the columns of each colour, padded with n_in (a zero column)
+    unpack: Tensor  # (n_in, n_3) flat index into the packed (n_colors · n_3 + 1) values; the last is zero
+
+    @property
+    def n_colors(self) -> int:
+        return self.members.shape[0]
+
+
+_COLORINGS: "weakref.WeakKeyDictionary[Network, _Coloring | None]" = weakref.WeakKeyDictionary()
+
+
+def _input_coloring(net: Network) -> _Coloring | None:
+    """The colouring for ``net`` (cached; structural, so valid through training), or None if it saves little."""
+    if net not in _COLORINGS:
+        _COLORINGS[net] = _greedy_coloring(net)
+    return _COLORINGS[net]
+
+
+def _greedy_coloring(net: Network) -> _Coloring | None:
+    if len(net.blocks) < 2:
+        return None
+    first, second = net.blocks[0].pattern(), net.blocks[1].pattern()
+    if first is None or second is None:  # a dense layer: every column touches every unit
+        return None
+    support = ((second @ first) != 0).tocsc()  # (n_out2, n_in)
+    rows_of = support.tocsr()
+    n_in = support.shape[1]
+    color = np.full(n_in, -1)
+    for p in range(n_in):
+        rows = support.indices[support.indptr[p] : support.indptr[p + 1]]
+        taken = color[np.unique(rows_of[rows].indices)]
+        used = np.zeros(n_in + 1, dtype=bool)
+        used[taken[taken >= 0]] = True
+        color[p] = int(np.argmin(used))
+    n_colors = int(color.max()) + 1
+    if 2 * n_colors > n_in:
+        return None
+    groups = [np.flatnonzero(color == g) for g in range(n_colors)]
+    members = np.full((n_colors, max(len(g) for g in groups)), n_in)
+    for g, cols in enumerate(groups):
+        members[g, : len(cols)] = cols
+    n_out = support.shape[0]
+    unpack = color[:, None] * n_out + np.arange(n_out)[None, :]
+    unpack[~support.T.toarray().astype(bool)] = n_colors * n_out
+    return _Coloring(torch.from_numpy(members), torch.from_numpy(unpack))
+
+
+def _push_input_columns(
+    block: AffineBlock, slope: Tensor, basis: Tensor, rad: Tensor, coloring: _Coloring | None
+) -> tuple[Tensor, Tensor]:
+    """The radius-scaled input identity after the first ReLU, ``W_2 D_2 W_1 diag(rad)``.
+
+    Returns the columns (B, n_in, *s_3) and their absolute sum over columns
+    (B, *s_3); with a colouring the sum comes from the packed columns, which
+    hold the same entries.
+    """
+    batch, n_in = rad.shape
+    if coloring is None:
+        scale = rad.view(batch, n_in, *([1] * len(block.out_shape)))
+        cols = _push(block, slope, basis.unsqueeze(0)) * scale
+        return cols, cols.abs().sum(1)
+    members = coloring.members.to(rad.device)
+    zero_row = torch.zeros(1, dtype=rad.dtype, device=rad.device)
+    rad_g = torch.cat([rad, zero_row.expand(batch, 1)], 1)[:, members]  # (B, G, m)
+    basis_g = torch.cat([basis.flatten(1), zero_row.expand(1, basis[0].numel())])[members]  # (G, m, n_2)
+    packed = (rad_g.transpose(0, 1) @ basis_g).transpose(0, 1)  # Σ_{p of colour g} rad_p W_1 e_p: (B, G, n_2)
+    out = _push(block, slope, packed.view(batch, coloring.n_colors, *basis.shape[1:])).flatten(2)
+    spread = out.abs().sum(1).view(batch, *block.out_shape)
+    # One gather splits the colours: entry (p, j) reads out[colour(p), j] or a zero slot.
+    out = torch.cat([out.flatten(1), out.new_zeros(batch, 1)], 1)
+    cols = out[:, coloring.unpack.to(rad.device)]
+    return cols.view(batch, n_in, *block.out_shape), spread
+
+
+def _push(block: AffineBlock, slope: Tensor, cols: Tensor) -> Tensor:
     """``W (D ⊙ col)`` for every column: cols (1 or B, K, *in) → (B, K, *out), chunked over the batch.
 
     ``cols`` with a leading 1 is shared by the batch (it broadcasts against the slope).
     """
-    batch = cols.shape[0] if slope is None else slope.shape[0]
-    k = cols.shape[1]
-    per_example = k * max(block.in_features, block.out_features)
-    step = max(1, CHUNK_ELEMENTS // max(1, per_example))
+    batch, k = slope.shape[0], cols.shape[1]
+    if len(block.ops) == 1 and isinstance(block.ops[0], Dense) and k > block.out_features:
+        # Fold D into the weight: B·n_out·n_in multiplications instead of B·K·n_in.
+        scaled = block.ops[0].weight.to(slope).unsqueeze(0) * slope.flatten(1).unsqueeze(1)  # (B, n_out, n_in)
+        return cols.flatten(2).expand(batch, -1, -1) @ scaled.transpose(1, 2)
+    step = max(1, CHUNK_ELEMENTS // max(1, k * max(block.in_features, block.out_features)))
     out = []
     for start in range(0, batch, step):
         sl = slice(start, start + step)
-        x = cols if cols.shape[0] == 1 and slope is not None else cols[sl]
-        if slope is not None:
-            x = slope[sl].unsqueeze(1) * x
+        x = slope[sl].unsqueeze(1) * (cols if cols.shape[0] == 1 else cols[sl])
         n = x.shape[0]
         out.append(block.linear(x.reshape(n * k, *block.in_shape)).view(n, k, *block.out_shape))
     return out[0] if len(out) == 1 else torch.cat(out)
 
 
-def _crossing_columns(lower: Tensor, upper: Tensor, slope: Tensor) -> tuple[Tensor, Tensor] | None:
-    """One column ``d_j e_j`` per crossing unit, padded to the batch maximum K.
+def _crossing_units(lower: Tensor, upper: Tensor, slope: Tensor) -> tuple[Tensor, Tensor, Tensor] | None:
+    """The crossing units of a layer, padded to the batch maximum K.
 
-    Returns the coefficients ℓ_j (B, K) (zero on padding) and the columns
-    (B, K, *shape), or None if no unit crosses zero.
+    Returns their lower bounds ℓ_j (B, K), flat indices j (B, K) and slopes
+    d_j (B, K), zero on padding; or None if no unit crosses zero. Unit j's
+    column is ``d_j W e_j``.
     """
-    batch, shape = lower.shape[0], lower.shape[1:]
     lo, up, sl = lower.flatten(1), upper.flatten(1), slope.flatten(1)
     mask = (lo < 0) & (up > 0)
     k = int(mask.sum(1).max())
     if k == 0:
         return None
-    idx = torch.topk(mask.to(lo.dtype), k, dim=1).indices  # crossing units first
-    valid = mask.gather(1, idx)
-    coef = torch.where(valid, lo.gather(1, idx), torch.zeros((), dtype=lo.dtype, device=lo.device))
-    vals = torch.where(valid, sl.gather(1, idx), torch.zeros((), dtype=lo.dtype, device=lo.device))
-    cols = torch.zeros(batch, k, lo.shape[1], dtype=lo.dtype, device=lo.device)
-    cols = cols.scatter(2, idx.unsqueeze(2), vals.unsqueeze(2))
-    return coef, cols.view(batch, k, *shape)
+    index = torch.topk(mask.to(lo.dtype), k, dim=1).indices  # crossing units first
+    valid = mask.gather(1, index)
+    zero = torch.zeros((), dtype=lo.dtype, device=lo.device)
+    coef = torch.where(valid, lo.gather(1, index), zero)
+    vals = torch.where(valid, sl.gather(1, index), zero)
+    return coef, index, vals
 
 
 def _bounds_from_columns(
-    offset: Tensor, cols_in: Tensor, relu_cols: list[tuple[Tensor, Tensor]]
+    offset: Tensor, spread: Tensor, relu_cols: list[tuple[Tensor, Tensor]]
 ) -> tuple[Tensor, Tensor]:
-    """ℓ and u of one layer from its propagated columns (eq. 10)."""
-    spread = cols_in.abs().sum(1)
+    """ℓ and u of one layer (eq. 10) from ``L(mid)``, ``Σ|input columns|`` and the crossing columns."""
     lower, upper = offset - spread, offset + spread
     for coef, cols in relu_cols:
-        c = coef.view(*coef.shape, *([1] * (cols.ndim - 2)))
-        lower = lower + (c * (-cols).clamp(min=0)).sum(1)
-        upper = upper - (c * cols.clamp(min=0)).sum(1)
+        c = coef.unsqueeze(1)  # (B, 1, K) @ (B, K, n): Σ_k ℓ_k [∓col_k]₊
+        flat = cols.flatten(2)
+        lower = lower + (c @ (-flat).clamp(min=0)).view_as(lower)
+        upper = upper - (c @ flat.clamp(min=0)).view_as(upper)
     return lower, upper
 
 

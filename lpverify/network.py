@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Protocol, Sequence
 
 import numpy as np
@@ -54,6 +55,8 @@ class AffineOp(Protocol):
     def transpose(self, v: Tensor) -> Tensor: ...
     def abs_linear(self, r: Tensor) -> Tensor: ...
     def sparse(self) -> tuple[sp.csr_matrix, np.ndarray]: ...
+    def pattern(self) -> sp.csr_matrix | None: ...
+    def unit_columns(self, index: Tensor, like: Tensor) -> Tensor: ...
     def parameters(self) -> tuple[Tensor, ...]: ...
 
 
@@ -86,6 +89,14 @@ class Dense:
         w = self.weight.detach().cpu().double().numpy()
         b = np.zeros(w.shape[0]) if self.bias is None else self.bias.detach().cpu().double().numpy()
         return sp.csr_matrix(w), b
+
+    def pattern(self) -> None:
+        """A dense matrix has no structural zeros worth tracking."""
+        return None
+
+    def unit_columns(self, index: Tensor, like: Tensor) -> Tensor:
+        """Columns ``W e_k`` for input units ``index`` (B, K) → (B, K, n_out)."""
+        return _cast(self.weight, like).T[index]
 
     def parameters(self) -> tuple[Tensor, ...]:
         return (self.weight,) if self.bias is None else (self.weight, self.bias)
@@ -131,25 +142,62 @@ class Conv:
     def abs_linear(self, r: Tensor) -> Tensor:
         return F.conv2d(r, _cast(self.weight, r).abs(), None, self.stride, self.padding)
 
-    def sparse(self) -> tuple[sp.csr_matrix, np.ndarray]:
-        """The convolution as an exact (n_out, n_in) matrix in C-order flattening."""
-        w = self.weight.detach().cpu().double().numpy()
-        c_out, c_in, kh, kw = w.shape
+    @cached_property
+    def _triplets(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(row, column, flat weight index) of every structural nonzero of the (n_out, n_in) matrix."""
+        c_out, c_in, kh, kw = self.weight.shape
         _, h, wd = self.in_shape
         _, oh, ow = self.out_shape
         co, ci, ki, kj, yo, xo = np.meshgrid(
             np.arange(c_out), np.arange(c_in), np.arange(kh), np.arange(kw),
-            np.arange(oh), np.arange(ow), indexing="ij", sparse=False,
+            np.arange(oh), np.arange(ow), indexing="ij",
         )
         yi = yo * self.stride[0] - self.padding[0] + ki
         xi = xo * self.stride[1] - self.padding[1] + kj
         inside = (yi >= 0) & (yi < h) & (xi >= 0) & (xi < wd)
         rows = ((co * oh + yo) * ow + xo)[inside]
         cols = ((ci * h + yi) * wd + xi)[inside]
-        vals = w[co, ci, ki, kj][inside]
-        mat = sp.csr_matrix((vals, (rows, cols)), shape=(c_out * oh * ow, c_in * h * wd))
-        bias = np.zeros(c_out) if self.bias is None else self.bias.detach().cpu().double().numpy()
-        return mat, np.repeat(bias, oh * ow)
+        widx = (((co * c_in + ci) * kh + ki) * kw + kj)[inside]
+        return rows, cols, widx
+
+    def _matrix(self, values: np.ndarray) -> sp.csr_matrix:
+        rows, cols, _ = self._triplets
+        return sp.csr_matrix((values, (rows, cols)), shape=(_numel(self.out_shape), _numel(self.in_shape)))
+
+    def sparse(self) -> tuple[sp.csr_matrix, np.ndarray]:
+        """The convolution as an exact (n_out, n_in) float64 matrix in C-order flattening."""
+        w = self.weight.detach().cpu().double().numpy().ravel()
+        bias = np.zeros(self.weight.shape[0]) if self.bias is None else self.bias.detach().cpu().double().numpy()
+        return self._matrix(w[self._triplets[2]]), np.repeat(bias, math.prod(self.out_shape[1:]))
+
+    def pattern(self) -> sp.csr_matrix:
+        """Where the matrix can be nonzero whatever the weights."""
+        return self._matrix(np.ones(self._triplets[0].size))
+
+    @cached_property
+    def _column_table(self) -> tuple[Tensor, Tensor]:
+        """Per input unit, the output rows and weight indices of its column, padded (to a zero weight)."""
+        rows, cols, widx = self._triplets
+        n_in, pad_w = _numel(self.in_shape), self.weight.numel()
+        order = np.argsort(cols, kind="stable")
+        counts = np.bincount(cols, minlength=n_in)
+        width = int(counts.max())
+        slot = np.arange(order.size) - np.repeat(np.cumsum(counts) - counts, counts)
+        out_rows = np.zeros((n_in, width), dtype=np.int64)
+        w_index = np.full((n_in, width), pad_w, dtype=np.int64)
+        out_rows[cols[order], slot] = rows[order]
+        w_index[cols[order], slot] = widx[order]
+        return torch.from_numpy(out_rows), torch.from_numpy(w_index)
+
+    def unit_columns(self, index: Tensor, like: Tensor) -> Tensor:
+        """Columns ``W e_k`` for input units ``index`` (B, K) → (B, K, *out_shape): a gather, no convolution."""
+        out_rows, w_index = (t.to(index.device) for t in self._column_table)
+        w = _cast(self.weight, like).flatten()
+        w = torch.cat([w, w.new_zeros(1)])
+        batch, k = index.shape
+        cols = like.new_zeros(batch, k, _numel(self.out_shape))
+        cols = cols.scatter_add(2, out_rows[index], w[w_index[index]])
+        return cols.view(batch, k, *self.out_shape)
 
     def parameters(self) -> tuple[Tensor, ...]:
         return (self.weight,) if self.bias is None else (self.weight, self.bias)
@@ -174,6 +222,14 @@ class Reshape:
     def sparse(self) -> tuple[sp.csr_matrix, np.ndarray]:
         n = _numel(self.in_shape)
         return sp.identity(n, format="csr"), np.zeros(n)
+
+    def pattern(self) -> sp.csr_matrix:
+        return sp.identity(_numel(self.in_shape), format="csr")
+
+    def unit_columns(self, index: Tensor, like: Tensor) -> Tensor:
+        n = _numel(self.in_shape)
+        eye = like.new_zeros(*index.shape, n).scatter(2, index.unsqueeze(2), 1.0)
+        return eye.view(*index.shape, *self.out_shape)
 
     def parameters(self) -> tuple[Tensor, ...]:
         return ()
@@ -245,6 +301,24 @@ class AffineBlock:
             m, b = op.sparse()
             mat, bias = (m @ mat).tocsr(), m @ bias + b
         return mat, bias
+
+    def unit_columns(self, index: Tensor, like: Tensor) -> Tensor:
+        """Columns ``W e_k`` for flat input units ``index`` (B, K) → (B, K, *out_shape), in the dtype of ``like``."""
+        cols = self.ops[0].unit_columns(index, like)
+        batch, k = index.shape
+        for op in self.ops[1:]:
+            cols = op.linear(cols.flatten(0, 1)).view(batch, k, *op.out_shape)
+        return cols
+
+    def pattern(self) -> sp.csr_matrix | None:
+        """Structural nonzeros of W (independent of the weight values), or None if dense."""
+        mat = None
+        for op in self.ops:
+            m = op.pattern()
+            if m is None:
+                return None
+            mat = m if mat is None else (m @ mat).tocsr()
+        return mat
 
     def parameters(self) -> tuple[Tensor, ...]:
         return tuple(p for op in self.ops for p in op.parameters())
