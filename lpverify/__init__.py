@@ -12,6 +12,7 @@ Public API (re-exported names only)::
     ok = lv.certify(net, x, y, eps)          # Corollary 1
 """
 
+from . import data, zoo
 from .bounds import Bounds, interval_bounds
 from .certify import certify, margin_bounds
 from .dual import dual_bounds, dual_objective, relu_slope
@@ -30,6 +31,7 @@ __all__ = [
     "Network",
     "build_lp",
     "certify",
+    "data",
     "dual_bounds",
     "dual_objective",
     "interval_bounds",
@@ -37,5 +39,6 @@ __all__ = [
     "margin_objectives",
     "relu_slope",
     "solve_lp",
+    "zoo",
 ]
 __version__ = "0.1.0"

@@ -140,6 +140,7 @@ class HighsLP:
         start = time.perf_counter()
         self.net = net
         self.input_shape = net.input_shape
+        self._solves = 0
         prepared = _one_example(net, ball, bounds)
         self.invalid: str | None = prepared if isinstance(prepared, str) else None
         if self.invalid is not None:
@@ -224,7 +225,6 @@ class HighsLP:
         self._status_optimal = highspy.HighsModelStatus.kOptimal
         self._keep_out = np.flatnonzero(self._post >= 0)
         self.build_time = time.perf_counter() - start
-        self._solves = 0
 
     def solve(self, c: np.ndarray | Tensor) -> LPResult:
         """min cᵀ ẑ_k over the relaxation; warm-started from the previous solve's basis."""
@@ -281,6 +281,7 @@ class CvxpyLP:
 
         start = time.perf_counter()
         self.net = net
+        self._solves = 0
         prepared = _one_example(net, ball, bounds)
         self.invalid: str | None = prepared if isinstance(prepared, str) else None
         if self.invalid is not None:
@@ -315,7 +316,6 @@ class CvxpyLP:
         self.logits = w_out @ z + b_out
         self.problem = cp.Problem(cp.Minimize(self.c @ self.logits), constraints)
         self.build_time = time.perf_counter() - start
-        self._solves = 0
 
     def solve(self, c: np.ndarray | Tensor) -> LPResult:
         import cvxpy as cp

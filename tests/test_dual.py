@@ -1,0 +1,163 @@
+"""The dual network (Theorem 1) and Algorithm 1."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+import lpverify as lv
+from lpverify import dual
+from conftest import random_convnet, random_mlp
+from strategies import any_case, conv_cases, dense_cases, sampled_pre_activations
+
+
+def eye_objectives(net, batch, dtype=torch.float64):
+    n = net.n_outputs
+    return torch.eye(n, dtype=dtype).expand(batch, n, n)
+
+
+@given(case=any_case())
+def test_dual_bounds_contain_every_sampled_pre_activation(case):
+    with torch.no_grad():
+        bounds = lv.dual_bounds(case.net, case.ball)
+        assert bounds.contains(sampled_pre_activations(case), tol=1e-9)
+
+
+@given(case=any_case())
+def test_first_hidden_layer_dual_bounds_equal_interval_bounds(case):
+    with torch.no_grad():
+        d, i = lv.dual_bounds(case.net, case.ball), lv.interval_bounds(case.net, case.ball)
+    torch.testing.assert_close(d.lower[0], i.lower[0], rtol=0, atol=1e-12)
+    torch.testing.assert_close(d.upper[0], i.upper[0], rtol=0, atol=1e-12)
+
+
+@given(case=any_case())
+def test_algorithm1_equals_theorem1_on_the_logits(case):
+    """The forward column propagation and the backward dual network compute the same J(±e_j)."""
+    with torch.no_grad():
+        bounds = lv.dual_bounds(case.net, case.ball)
+        c = eye_objectives(case.net, case.ball.batch_size)
+        lower = lv.dual_objective(case.net, case.ball, c, bounds)
+        upper = -lv.dual_objective(case.net, case.ball, -c, bounds)
+    torch.testing.assert_close(lower, bounds.lower[-1], rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(upper, bounds.upper[-1], rtol=1e-9, atol=1e-9)
+
+
+@given(case=any_case(), data=st.data())
+def test_dual_objective_with_any_alpha_is_below_every_sampled_value(case, data):
+    seed = data.draw(st.integers(0, 2**20))
+    with torch.no_grad():
+        bounds = lv.dual_bounds(case.net, case.ball)
+        gen = torch.Generator().manual_seed(seed)
+        alpha = [torch.rand(case.ball.batch_size, *s, generator=gen, dtype=torch.float64) for s in case.net.hidden_shapes]
+        c = torch.randn(case.ball.batch_size, 3, case.net.n_outputs, generator=gen, dtype=torch.float64)
+        J = lv.dual_objective(case.net, case.ball, c, bounds, alpha)
+        logits = sampled_pre_activations(case)[-1].flatten(2)  # (B, n, n_out)
+        values = torch.einsum("bmo,bno->bmn", c, logits)
+    assert (J.unsqueeze(-1) <= values + 1e-9).all()
+
+
+@given(case=dense_cases(max_depth=3))
+def test_without_crossing_units_J_is_the_exact_minimum(case):
+    """A tiny ε makes the network affine on the ball: J equals the minimum, attained at a vertex."""
+    ball = lv.LinfBall(case.ball.center, 1e-6)
+    with torch.no_grad():
+        bounds = lv.dual_bounds(case.net, ball)
+        if any(bounds.crossing(i).any() for i in range(len(bounds) - 1)):
+            return  # a unit sits at exactly zero pre-activation; the premise does not hold
+        c = eye_objectives(case.net, ball.batch_size)
+        J = lv.dual_objective(case.net, ball, c, bounds)
+        # The affine map's minimum over the box: its gradient's sign picks the vertex.
+        x = ball.center.clone().requires_grad_(True)
+    with torch.enable_grad():
+        for j in range(case.net.n_outputs):
+            x.grad = None
+            case.net(x)[:, j].sum().backward()
+            vertex = (ball.center - 1e-6 * torch.sign(x.grad)).detach()
+            torch.testing.assert_close(J[:, j], case.net(vertex)[:, j].detach(), rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("channels, side, seed", [(1, 12, 0), (2, 16, 1), (1, 13, 2)])
+def test_colouring_and_chunking_do_not_change_the_bounds(channels, side, seed):
+    model, shape = random_convnet(channels, side, seed)
+    net = lv.Network.from_torch(model, input_shape=shape)
+    assert dual._input_coloring(net) is not None  # these inputs are large enough to be compressed
+    x = torch.rand(3, *shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    ball = lv.LinfBall(x, 0.05)
+    with torch.no_grad():
+        reference = lv.dual_bounds(net, ball)
+        saved_chunk = dual.CHUNK_ELEMENTS
+        try:
+            dual._COLORINGS[net] = None  # plain propagation of every input column
+            dual.CHUNK_ELEMENTS = 64  # one example per chunk
+            plain = lv.dual_bounds(net, ball)
+        finally:
+            del dual._COLORINGS[net]
+            dual.CHUNK_ELEMENTS = saved_chunk
+    assert reference.n_crossing()[:, 0].min() > 0  # the crossing columns are exercised too
+    for a, b in zip(reference.lower + reference.upper, plain.lower + plain.upper):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+
+
+def test_colouring_is_used_on_the_paper_architecture():
+    net = lv.Network.from_torch(lv.zoo.conv_small(), input_shape=(1, 28, 28))
+    coloring = dual._input_coloring(net)
+    assert coloring is not None and coloring.n_colors <= 100  # 784 input columns pushed as 100
+
+
+def test_bounds_of_an_example_do_not_depend_on_its_batch():
+    model, shape = random_convnet(1, 6, seed=4)
+    net = lv.Network.from_torch(model, input_shape=shape)
+    x = torch.rand(5, *shape, dtype=torch.float64)
+    with torch.no_grad():
+        together = lv.dual_bounds(net, lv.LinfBall(x, 0.1))
+        alone = lv.dual_bounds(net, lv.LinfBall(x[3:4], 0.1))
+    for a, b in zip(together.lower + together.upper, alone.lower + alone.upper):
+        torch.testing.assert_close(a[3:4], b, rtol=1e-12, atol=1e-12)
+
+
+def test_float32_agrees_with_float64():
+    model, shape = random_convnet(1, 7, seed=5)
+    net = lv.Network.from_torch(model, input_shape=shape)
+    x = torch.rand(3, *shape, dtype=torch.float64)
+    with torch.no_grad():
+        b64 = lv.dual_bounds(net, lv.LinfBall(x, 0.05))
+        b32 = lv.dual_bounds(net, lv.LinfBall(x.float(), 0.05))
+    assert b32.lower[0].dtype == torch.float32
+    for a, b in zip(b64.lower + b64.upper, b32.lower + b32.upper):
+        torch.testing.assert_close(a.float(), b, rtol=1e-4, atol=1e-4)
+
+
+def test_bounds_and_J_are_differentiable_in_the_parameters():
+    model, shape = random_convnet(1, 6, seed=6)
+    net = lv.Network.from_torch(model, input_shape=shape)
+    x = torch.rand(2, *shape)
+    ball = lv.LinfBall(x, 0.1)
+    bounds = lv.dual_bounds(net, ball)
+    J = lv.dual_objective(net, ball, lv.margin_objectives(torch.tensor([0, 1]), 4), bounds)
+    J.sum().backward()
+    grads = [p.grad for p in model.parameters()]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    assert all(g.abs().sum() > 0 for g in grads)
+
+
+def test_dual_objective_validates_its_arguments():
+    net = lv.Network.from_torch(random_mlp([3, 5, 2], seed=0))
+    ball = lv.LinfBall(torch.zeros(2, 3), 0.1)
+    bounds = lv.dual_bounds(net, ball)
+    with pytest.raises(ValueError, match="shape \\(batch, m, n_out\\)"):
+        lv.dual_objective(net, ball, torch.zeros(2, 3), bounds)
+    with pytest.raises(ValueError, match="NaN"):
+        lv.dual_objective(net, ball, torch.full((2, 1, 2), float("nan")), bounds)
+    with pytest.raises(ValueError, match="\\[0, 1\\]"):
+        lv.dual_objective(net, ball, torch.ones(2, 1, 2), bounds, [torch.full((2, 5), 1.5)])
+    with pytest.raises(ValueError, match="one tensor per hidden layer"):
+        lv.dual_objective(net, ball, torch.ones(2, 1, 2), bounds, [])
+
+
+def test_relu_slope_is_the_dual_diagonal():
+    lower = torch.tensor([-2.0, 1.0, -3.0, 0.0, -1.0])
+    upper = torch.tensor([2.0, 3.0, -1.0, 0.0, 3.0])
+    torch.testing.assert_close(lv.relu_slope(lower, upper), torch.tensor([0.5, 1.0, 0.0, 0.0, 0.75]))

@@ -1,0 +1,57 @@
+"""The chain every bound method must respect, on the same network and numbers (MATH.md §6):
+
+    J(c, any α) ≤ LP(c) ≤ cᵀ f(x')  for every sampled x' of the ball,
+
+and interval/dual bounds both contain every reachable pre-activation.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import lpverify as lv
+from strategies import any_case, sampled_pre_activations
+
+TOL = 1e-7
+
+
+@settings(max_examples=30)
+@given(case=any_case(batch=1), data=st.data())
+def test_weak_duality_and_soundness_chain(case, data):
+    net, ball = case.net, case.ball
+    with torch.no_grad():
+        bounds = lv.dual_bounds(net, ball)
+    gen = torch.Generator().manual_seed(data.draw(st.integers(0, 2**20)))
+    c = torch.randn(1, 3, net.n_outputs, generator=gen, dtype=torch.float64)
+    alphas = [[torch.rand(1, *s, generator=gen, dtype=torch.float64) for s in net.hidden_shapes] for _ in range(3)]
+    with torch.no_grad():
+        J_default = lv.dual_objective(net, ball, c, bounds)[0]
+        J_random = [lv.dual_objective(net, ball, c, bounds, a)[0] for a in alphas]
+        logits = sampled_pre_activations(case)[-1][0].flatten(1)  # (n, n_out)
+        sampled_min = (logits @ c[0].T).min(0).values  # (m,)
+    model = lv.build_lp(net, ball, bounds)
+    for j in range(c.shape[1]):
+        lp = model.solve(c[0, j])
+        assert lp.optimal
+        assert J_default[j] <= lp.value + TOL
+        for J in J_random:
+            assert J[j] <= lp.value + TOL
+        assert lp.value <= sampled_min[j] + TOL
+
+
+@settings(max_examples=10)
+@given(case=any_case(batch=1))
+def test_lp_over_interval_bounds_is_below_lp_over_dual_where_dual_is_tighter(case):
+    """Tighter (intersected) bounds give a smaller relaxation: LP(intersection) ≥ LP(interval)."""
+    net, ball = case.net, case.ball
+    with torch.no_grad():
+        interval = lv.interval_bounds(net, ball)
+        both = interval.intersect(lv.dual_bounds(net, ball))
+    c = np.ones(net.n_outputs)
+    loose = lv.solve_lp(net, ball, c, interval)
+    tight = lv.solve_lp(net, ball, c, both)
+    assert loose.optimal and tight.optimal
+    assert loose.value <= tight.value + TOL

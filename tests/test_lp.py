@@ -1,0 +1,129 @@
+"""The LP of eq. 19: the CVXPY and direct HiGHS builds, their results, and failure reporting."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import lpverify as lv
+from conftest import random_mlp
+from strategies import any_case
+
+
+def one(case, i=0):
+    with torch.no_grad():
+        bounds = lv.dual_bounds(case.net, case.ball)
+    return case.ball.select(i), bounds.select(i)
+
+
+@settings(max_examples=15)
+@given(case=any_case(batch=1), data=st.data())
+def test_cvxpy_and_direct_highs_agree(case, data):
+    ball, bounds = one(case)
+    c = np.asarray(data.draw(st.lists(st.floats(-2, 2), min_size=case.net.n_outputs, max_size=case.net.n_outputs)))
+    direct = lv.solve_lp(case.net, ball, c, bounds, backend="highs")
+    readable = lv.solve_lp(case.net, ball, c, bounds, backend="cvxpy")
+    assert direct.optimal and readable.optimal
+    assert direct.value == pytest.approx(readable.value, rel=1e-6, abs=1e-7)
+
+
+@given(case=any_case(batch=1))
+def test_solution_is_a_point_of_the_relaxation(case):
+    ball, bounds = one(case)
+    c = np.linspace(-1, 1, case.net.n_outputs)
+    result = lv.solve_lp(case.net, ball, c, bounds)
+    assert result.optimal and result.status == "optimal"
+    lo, hi = ball.lo[0].numpy(), ball.hi[0].numpy()
+    assert (result.input >= lo - 1e-7).all() and (result.input <= hi + 1e-7).all()
+    assert float(c @ result.output) == pytest.approx(result.value, abs=1e-7)
+    assert len(result.duals) == len(case.net.blocks) - 1
+
+
+@given(case=any_case(batch=1))
+def test_warm_started_solves_equal_cold_solves(case):
+    ball, bounds = one(case)
+    gen = np.random.default_rng(case.seed)
+    objectives = gen.normal(size=(4, case.net.n_outputs))
+    model = lv.build_lp(case.net, ball, bounds)
+    warm = [model.solve(c).value for c in objectives]
+    cold = [lv.solve_lp(case.net, ball, c, bounds).value for c in objectives]
+    np.testing.assert_allclose(warm, cold, rtol=1e-7, atol=1e-7)
+
+
+def test_without_crossing_units_lp_duals_are_the_dual_network():
+    """With no crossing unit, the multipliers of ẑ_{i+1} = W_i z_i + b_i are unique and equal ν (eq. 5–7)."""
+    net = lv.Network.from_torch(random_mlp([3, 6, 5, 2], seed=11))
+    x = torch.rand(1, 3, dtype=torch.float64)
+    ball = lv.LinfBall(x, 1e-5)
+    with torch.no_grad():
+        bounds = lv.dual_bounds(net, ball)
+    assert int(bounds.n_crossing().sum()) == 0
+    c = np.array([1.0, -2.0])
+    mats = net.sparse()
+    nus, nu = [], -c
+    for i in range(len(mats) - 1, 0, -1):
+        slope = (bounds.lower[i - 1][0] >= 0).double().numpy()
+        nu = slope * (mats[i][0].T @ nu)
+        nus.insert(0, nu)
+    for backend in lv.lp.BACKENDS:
+        result = lv.solve_lp(net, ball, c, bounds, backend=backend)
+        for got, expected in zip(result.duals, nus):
+            np.testing.assert_allclose(got, expected, atol=1e-7)
+        with torch.no_grad():
+            J = lv.dual_objective(net, ball, torch.tensor(c).view(1, 1, 2), bounds)
+        assert result.value == pytest.approx(float(J), abs=1e-8)
+
+
+def tiny_net() -> lv.Network:
+    """ẑ_2 = x + 5 (one unit), f = ẑ_2 relu'd: reachable ẑ_2 ∈ [4.9, 5.1] for x ∈ [-0.1, 0.1]."""
+    model = torch.nn.Sequential(torch.nn.Linear(1, 1), torch.nn.ReLU(), torch.nn.Linear(1, 1))
+    with torch.no_grad():
+        for layer in (model[0], model[2]):
+            layer.weight.fill_(1.0)
+        model[0].bias.fill_(5.0)
+        model[2].bias.fill_(0.0)
+    return lv.Network.from_torch(model)
+
+
+def test_infeasible_relaxation_is_reported_not_bounded():
+    """Bounds [−1, 1] on a unit that is always near 5 leave the triangle empty: no value."""
+    net, ball = tiny_net(), lv.LinfBall(torch.zeros(1, 1, dtype=torch.float64), 0.1)
+    wrong = lv.Bounds((torch.tensor([[-1.0]]), torch.tensor([[-10.0]])), (torch.tensor([[1.0]]), torch.tensor([[10.0]])))
+    for backend in lv.lp.BACKENDS:
+        result = lv.solve_lp(net, ball, np.ones(1), wrong, backend=backend)
+        assert not result.optimal and math.isnan(result.value)
+        assert result.status.startswith("not optimal")
+
+
+def test_nan_bounds_are_reported_not_solved():
+    net, ball = tiny_net(), lv.LinfBall(torch.zeros(1, 1, dtype=torch.float64), 0.1)
+    nan = lv.Bounds((torch.tensor([[float("nan")]]), torch.zeros(1, 1)), (torch.ones(1, 1), torch.ones(1, 1)))
+    for backend in lv.lp.BACKENDS:
+        result = lv.solve_lp(net, ball, np.ones(1), nan, backend=backend)
+        assert not result.optimal and math.isnan(result.value) and "NaN" in result.status
+
+
+def test_tiny_net_lp_is_exact():
+    net, ball = tiny_net(), lv.LinfBall(torch.zeros(1, 1, dtype=torch.float64), 0.1)
+    with torch.no_grad():
+        bounds = lv.dual_bounds(net, ball)
+    assert lv.solve_lp(net, ball, np.ones(1), bounds).value == pytest.approx(4.9)
+    assert lv.solve_lp(net, ball, -np.ones(1), bounds).value == pytest.approx(-5.1)
+
+
+def test_bad_lp_arguments_raise():
+    net = lv.Network.from_torch(random_mlp([2, 3, 2], seed=1))
+    ball = lv.LinfBall(torch.zeros(2, 2, dtype=torch.float64), 0.1)
+    with torch.no_grad():
+        bounds = lv.dual_bounds(net, ball)
+    with pytest.raises(ValueError, match="one example"):
+        lv.solve_lp(net, ball, np.ones(2), bounds)
+    with pytest.raises(ValueError, match="2 entries"):
+        lv.solve_lp(net, ball.select(0), np.ones(3), bounds.select(0))
+    with pytest.raises(ValueError, match="unknown LP backend"):
+        lv.solve_lp(net, ball.select(0), np.ones(2), bounds.select(0), backend="gurobi")
