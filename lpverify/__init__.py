@@ -13,7 +13,7 @@ Public API (re-exported names only)::
 """
 
 from . import data, zoo
-from .bounds import Bounds, interval_bounds
+from .bounds import Bounds, interval_bounds, interval_objective
 from .certify import certify, margin_bounds
 from .dual import dual_bounds, dual_objective, relu_slope
 from .lp import CvxpyLP, HighsLP, LPResult, build_lp, solve_lp
@@ -35,6 +35,7 @@ __all__ = [
     "dual_bounds",
     "dual_objective",
     "interval_bounds",
+    "interval_objective",
     "margin_bounds",
     "margin_objectives",
     "relu_slope",

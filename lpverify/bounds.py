@@ -111,3 +111,26 @@ def interval_bounds(net: Network, ball: LinfBall) -> Bounds:
         lo, hi = torch.relu(lo), torch.relu(hi)
         mid, rad = (hi + lo) / 2, (hi - lo) / 2
     return Bounds(tuple(lower), tuple(upper))
+
+
+def interval_objective(net: Network, ball: LinfBall, c: Tensor, bounds: Bounds | None = None) -> Tensor:
+    """The naive layer-wise lower bound on ``cᵀ f(z)`` over the ball, (batch, m) for c (batch, m, n_out).
+
+    The last hidden layer's post-activations lie in the box ``[ℓ⁺, u⁺]`` of
+    ``bounds`` (interval bounds by default); ``cᵀ(W z + b)`` is minimised over
+    that box exactly. Sound with any valid bounds.
+    """
+    check_compatible(net, ball)
+    if c.ndim != 3 or c.shape[0] != ball.batch_size or c.shape[2] != net.n_outputs:
+        raise ValueError(f"objective c must have shape (batch, m, n_out), got {tuple(c.shape)}")
+    bounds = interval_bounds(net, ball) if bounds is None else bounds
+    last = net.blocks[-1]
+    if len(net.blocks) == 1:
+        lo, hi = ball.lo, ball.hi
+    else:
+        lo, hi = bounds.lower[-2].clamp(min=0), bounds.upper[-2].clamp(min=0)
+    batch, m = c.shape[:2]
+    c = c.to(lo)
+    v = last.transpose(c.reshape(batch * m, *last.out_shape)).reshape(batch, m, -1)  # Wᵀc
+    mid, rad = ((hi + lo) / 2).flatten(1).unsqueeze(1), ((hi - lo) / 2).flatten(1).unsqueeze(1)
+    return (v * mid).sum(-1) - (v.abs() * rad).sum(-1) + c @ last.bias(c).flatten()

@@ -13,10 +13,13 @@ Two builds that must agree:
 
 * :class:`CvxpyLP`: the model as written above, every unit a variable, solved
   by CVXPY with HiGHS. Readable; slow on real networks.
-* :class:`HighsLP`: a direct sparse HiGHS model. I⁻ units vanish (their z is 0
-  whatever ẑ is), I⁺ units share one variable for ẑ and z, and the output
-  layer is folded into the cost. Built once per example and re-solved for
-  each objective from the previous basis (warm start).
+* :class:`HighsLP`: a direct sparse HiGHS model with the stable units
+  eliminated: every ẑ is substituted by its affine expression in the input
+  and the crossing units' z, so only the triangle rows of crossing units
+  remain, and the output layer is folded into the cost. Built once per
+  example and re-solved for each objective from the previous basis (warm
+  start); the multipliers ν of the eliminated equalities are recovered from
+  the triangle rows' duals.
 
 A solve whose status is not optimal has ``value = nan``: it is never a bound.
 """
@@ -128,10 +131,13 @@ def _objective(net: Network, c: np.ndarray | Tensor) -> np.ndarray:
 class HighsLP:
     """eq. 19 for one example as a direct sparse HiGHS model, re-solved per objective.
 
-    Variables: the input z_1; per hidden layer, ẑ of the units not in I⁻ (the
-    same variable is z on I⁺) and z of the crossing units. Rows: the affine
-    equalities of the non-I⁻ units and two triangle faces per crossing unit.
-    The logits are not variables: cᵀ(W z + b) is folded into the cost.
+    Stable units are eliminated: every pre-activation is written as an affine
+    expression ``ẑ_i = E_i v + e_i`` of the only free variables ``v``, the
+    input z_1 and the post-activations z of the crossing units. I⁻ units
+    contribute nothing (z = 0), I⁺ units pass their expression on (z = ẑ).
+    What is left are two rows per crossing unit, the triangle's faces
+    ``z ≥ ẑ`` and ``z ≤ d (ẑ − ℓ)`` with d = u/(u − ℓ) (z ≥ 0 is a bound),
+    and the objective ``cᵀ(W_k z_{k-1} + b_k)`` as a cost on v.
     """
 
     def __init__(self, net: Network, ball: LinfBall, bounds: Bounds, *, time_limit: float | None = None):
@@ -149,66 +155,58 @@ class HighsLP:
         lo, hi, layers = prepared
         mats = net.sparse()
 
+        n_in = lo.size
         col_lo, col_hi = [lo], [hi]
-        n_col = lo.size
-        post = np.arange(n_col)  # variable holding z_i,j (or -1 for a unit fixed at 0)
-        entries: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (row, col, value) triplets
+        post = sp.identity(n_in, format="csr")  # z_1 = x, as a map from v
+        post_offset = np.zeros(n_in)
+        n_var = n_in
+        face_rows: list[sp.csr_matrix] = []
         row_lo, row_hi = [], []
-        self._eq_rows: list[tuple[np.ndarray, np.ndarray]] = []  # (row indices, unit indices) per layer
+        self._layers = layers
+        self._crossing: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (units, first face row, d)
         n_row = 0
         for (w, b), layer in zip(mats[:-1], layers):
-            n_units = b.size
+            # Expressions of the units not in I⁻ only: nothing reads the others.
             active = np.flatnonzero(~layer.neg)
+            expr = (w[active] @ post).tocsr()  # ẑ_active = expr v + offset
+            offset = w[active] @ post_offset + b[active]
             cross = np.flatnonzero(layer.cross)
-            zhat = np.full(n_units, -1)
-            zhat[active] = n_col + np.arange(active.size)
-            n_col += active.size
-            zvar = np.full(n_units, -1)
-            zvar[cross] = n_col + np.arange(cross.size)
-            n_col += cross.size
-            col_lo += [np.full(active.size, -np.inf), np.zeros(cross.size)]
-            col_hi += [np.full(active.size, np.inf), np.full(cross.size, np.inf)]
-
-            # ẑ_j − Σ_k W_jk z_k = b_j for the active units j.
-            keep = post >= 0
-            w_act = w[active][:, np.flatnonzero(keep)].tocoo()
-            eq_rows = n_row + np.arange(active.size)
-            entries.append((eq_rows, zhat[active], np.ones(active.size)))
-            entries.append((n_row + w_act.row, post[keep][w_act.col], -w_act.data))
-            row_lo.append(b[active])
-            row_hi.append(b[active])
-            self._eq_rows.append((eq_rows, active))
-            n_row += active.size
-
-            # z − ẑ ≥ 0 and z − d ẑ ≤ −d ℓ (the triangle's upper face divided by u − ℓ).
+            in_active = np.flatnonzero(layer.cross[active])  # rows of expr that cross
+            new_vars = n_var + np.arange(cross.size)
+            n_var += cross.size
+            expr.resize(expr.shape[0], n_var)
+            col_lo.append(np.zeros(cross.size))
+            col_hi.append(np.full(cross.size, np.inf))
+            # The faces, with z the new variable and ẑ its expression.
+            select = sp.csr_matrix((np.ones(cross.size), (np.arange(cross.size), new_vars)), shape=(cross.size, n_var))
             d = layer.upper[cross] / (layer.upper[cross] - layer.lower[cross])
-            r1 = n_row + np.arange(cross.size)
-            r2 = r1 + cross.size
-            entries.append((r1, zvar[cross], np.ones(cross.size)))
-            entries.append((r1, zhat[cross], -np.ones(cross.size)))
-            entries.append((r2, zvar[cross], np.ones(cross.size)))
-            entries.append((r2, zhat[cross], -d))
-            row_lo += [np.zeros(cross.size), np.full(cross.size, -np.inf)]
-            row_hi += [np.full(cross.size, np.inf), -d * layer.lower[cross]]
+            e_cross = expr[in_active]
+            face_rows += [(select - e_cross).tocsr(), (select - sp.diags(d) @ e_cross).tocsr()]
+            row_lo += [offset[in_active], np.full(cross.size, -np.inf)]
+            row_hi += [np.full(cross.size, np.inf), d * (offset[in_active] - layer.lower[cross])]
+            self._crossing.append((cross, n_row + np.arange(cross.size), d))
             n_row += 2 * cross.size
+            # z of this layer as a map from v: ẑ on I⁺, the new variable on I, 0 on I⁻.
+            on = layer.pos[active]
+            n_units = layer.pos.size
+            keep = sp.csr_matrix((np.ones(on.sum()), (active[on], np.flatnonzero(on))), shape=(n_units, active.size))
+            chosen = sp.csr_matrix((np.ones(cross.size), (cross, new_vars)), shape=(n_units, n_var))
+            post = (keep @ expr + chosen).tocsr()
+            post_offset = np.zeros(n_units)
+            post_offset[active[on]] = offset[on]
 
-            post = np.where(layer.neg, -1, np.where(layer.cross, zvar, zhat))
-
-        self._post = post
-        self._w_out, self._b_out = mats[-1]
-        self.n_col, self.n_row = n_col, n_row
-
-        if entries:
-            coo_r, coo_c, coo_v = (np.concatenate(parts) for parts in zip(*entries))
-        else:
-            coo_r = coo_c = np.zeros(0, dtype=np.int64)
-            coo_v = np.zeros(0)
-        a = sp.csc_matrix((coo_v, (coo_r, coo_c)), shape=(n_row, n_col))
+        w_out, b_out = mats[-1]
+        self._out_map = (w_out @ post).tocsr()  # ẑ_k = out_map v + out_offset
+        self._out_offset = w_out @ post_offset + b_out
+        self.n_col, self.n_row = n_var, n_row
+        for m in face_rows:  # earlier layers' rows were built before later variables existed
+            m.resize(m.shape[0], n_var)
+        a = sp.vstack(face_rows, format="csc") if face_rows else sp.csc_matrix((0, n_var))
 
         inf = highspy.kHighsInf
         model = highspy.HighsLp()
-        model.num_col_, model.num_row_ = n_col, n_row
-        model.col_cost_ = np.zeros(n_col)
+        model.num_col_, model.num_row_ = n_var, n_row
+        model.col_cost_ = np.zeros(n_var)
         model.col_lower_ = np.clip(np.concatenate(col_lo), -inf, inf)
         model.col_upper_ = np.clip(np.concatenate(col_hi), -inf, inf)
         model.row_lower_ = np.clip(np.concatenate(row_lo), -inf, inf) if row_lo else np.zeros(0)
@@ -223,7 +221,7 @@ class HighsLP:
             self._highs.setOptionValue("time_limit", float(time_limit))
         self._highs.passModel(model)
         self._status_optimal = highspy.HighsModelStatus.kOptimal
-        self._keep_out = np.flatnonzero(self._post >= 0)
+        self._all_cols = np.arange(n_var, dtype=np.int32)
         self.build_time = time.perf_counter() - start
 
     def solve(self, c: np.ndarray | Tensor) -> LPResult:
@@ -233,15 +231,10 @@ class HighsLP:
         self._solves += 1
         if self.invalid is not None:
             return _failed(self.invalid, "highs", build_time=build)
-        # cᵀ(W z + b): cost Wᵀc on the variables holding z, constant cᵀb.
-        cost_full = self._w_out.T @ c
-        cost = np.zeros(self.n_col)
-        cost[self._post[self._keep_out]] = cost_full[self._keep_out]
-        constant = float(c @ self._b_out)
         h = self._highs
         start = time.perf_counter()
         try:
-            h.changeColsCost(self.n_col, np.arange(self.n_col, dtype=np.int32), cost)
+            h.changeColsCost(self.n_col, self._all_cols, self._out_map.T @ c)
             h.run()
             status = h.getModelStatus()
         except Exception as err:  # a solver failure is reported, never turned into a bound
@@ -249,28 +242,40 @@ class HighsLP:
         elapsed = time.perf_counter() - start
         if status != self._status_optimal:
             return _failed(f"not optimal: {h.modelStatusToString(status)}", "highs", elapsed, build)
-        value = h.getInfo().objective_function_value + constant
+        value = h.getInfo().objective_function_value + float(c @ self._out_offset)
+        if not math.isfinite(value):
+            return _failed("not optimal: non-finite objective", "highs", elapsed, build)
         sol = h.getSolution()
-        x = np.asarray(sol.col_value)
-        row_dual = np.asarray(sol.row_dual)
-        z_last = np.zeros(self._post.size)
-        z_last[self._keep_out] = x[self._post[self._keep_out]]
-        duals = []
-        for (eq_rows, units), shape in zip(self._eq_rows, self.net.hidden_shapes):
-            nu = np.zeros(math.prod(shape))
-            nu[units] = -row_dual[eq_rows]  # HiGHS's y = ∂p*/∂b; Theorem 1's ν = −∂p*/∂b
-            duals.append(nu)
-        n_in = math.prod(self.input_shape)
+        v = np.asarray(sol.col_value)
         return LPResult(
-            value=value if math.isfinite(value) else math.nan,
-            status="optimal" if math.isfinite(value) else "not optimal: non-finite objective",
+            value=value,
+            status="optimal",
             time=elapsed,
-            input=x[:n_in].reshape(self.input_shape),
-            output=self._w_out @ z_last + self._b_out,
-            duals=tuple(duals),
+            input=v[: math.prod(self.input_shape)].reshape(self.input_shape),
+            output=self._out_map @ v + self._out_offset,
+            duals=self._nu(c, np.asarray(sol.row_dual)),
             backend="highs",
             build_time=build,
         )
+
+    def _nu(self, c: np.ndarray, row_dual: np.ndarray) -> tuple[np.ndarray, ...]:
+        """ν_2..ν_{k-1} of the eliminated equalities ẑ_{i+1} = W_i z_i + b_i, from the face duals.
+
+        Stationarity in each eliminated ẑ_j gives its equality's multiplier y_j
+        (HiGHS's sign, ∂p*/∂b): on I⁺ the next layer's ``Wᵀ y`` (``Wᵀ c`` after
+        the last hidden layer), on I the face duals ``λ_j + d_j μ_j``, on I⁻ 0.
+        Theorem 1's ν is −y.
+        """
+        mats = self.net.sparse()
+        y_next = c
+        out: list[np.ndarray] = []
+        for i in range(len(self._layers) - 1, -1, -1):
+            layer, (cross, rows, d) = self._layers[i], self._crossing[i]
+            y = np.where(layer.pos, mats[i + 1][0].T @ y_next, 0.0)
+            y[cross] = row_dual[rows] + d * row_dual[rows + cross.size]
+            out.insert(0, -y)
+            y_next = y
+        return tuple(out)
 
 
 class CvxpyLP:

@@ -53,3 +53,22 @@ def test_bound_methods_reject_a_ball_of_the_wrong_shape():
     for method in (lv.interval_bounds, lv.dual_bounds):
         with pytest.raises(ValueError, match="does not match the network's input shape"):
             method(net, ball)
+
+
+@given(case=any_case())
+def test_interval_objective_is_below_every_sampled_value_and_below_J(case):
+    gen = torch.Generator().manual_seed(case.seed)
+    c = torch.randn(case.ball.batch_size, 3, case.net.n_outputs, generator=gen, dtype=torch.float64)
+    with torch.no_grad():
+        naive = lv.interval_objective(case.net, case.ball, c)
+        logits = sampled_pre_activations(case)[-1].flatten(2)
+    assert (naive.unsqueeze(-1) <= torch.einsum("bmo,bno->bmn", c, logits) + 1e-9).all()
+
+
+def test_interval_objective_on_unit_objectives_is_the_interval_bound():
+    """For c = e_j the naive objective bound is the logits' interval lower bound."""
+    net = lv.Network.from_torch(random_mlp([3, 7, 6, 4], seed=3))
+    ball = lv.LinfBall(torch.rand(2, 3, dtype=torch.float64), 0.2)
+    with torch.no_grad():
+        naive = lv.interval_objective(net, ball, torch.eye(4, dtype=torch.float64).expand(2, 4, 4))
+        torch.testing.assert_close(naive, lv.interval_bounds(net, ball).lower[-1])

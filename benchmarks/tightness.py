@@ -1,0 +1,301 @@
+"""How tight is each bound? The exact LP vs the dual network vs naive interval bounds.
+
+Two studies on random networks (no downloads), each printing a table and
+writing a CSV under benchmarks/results/ (and a PNG under figures/):
+
+1. Output ranges (Appendix B): for a random 2-100-100-100-100-2 network
+   (weights N(0, 1/√n_in), biases N(0, 1)) at ε = 0.05, 0.1, 0.25, the range
+   of each output over the ε-box: from a dense grid of the box (the true
+   range, up to sampling), the LP, the dual bound (Algorithm 1) and the naive
+   interval bound.
+2. Margins: for random dense and convolutional networks at several ε, the
+   lower bounds on the margins f_y − f_j from interval, dual and LP, with the
+   smallest sampled margin, and the gaps between them.
+
+Every LP value must lie between its dual bound and the sampled values; the
+script exits with status 1, naming the case, if one does not.
+
+    python benchmarks/tightness.py            # default, under two minutes on 2 cores
+    python benchmarks/tightness.py --full     # more networks, inputs and samples
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+import lpverify as lv
+from lpverify.io import write_csv
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS, FIGURES = ROOT / "benchmarks" / "results", ROOT / "figures"
+TOL = 1e-6
+
+
+class SoundnessError(AssertionError):
+    """An LP below its dual bound, or above a sampled value: a bug, never a result."""
+
+
+def random_network(widths: list[int], seed: int) -> nn.Sequential:
+    """Appendix B's random network: weights N(0, 1/√n_in), biases N(0, 1)."""
+    gen = torch.Generator().manual_seed(seed)
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(widths, widths[1:])):
+        lin = nn.Linear(a, b)
+        with torch.no_grad():
+            lin.weight.copy_(torch.randn(b, a, generator=gen) / a**0.5)
+            lin.bias.copy_(torch.randn(b, generator=gen))
+        layers += [lin, nn.ReLU()] if i < len(widths) - 2 else [lin]
+    return nn.Sequential(*layers)
+
+
+def random_convnet(seed: int, side: int = 12) -> tuple[nn.Sequential, tuple[int, int, int]]:
+    """A small version of the paper's conv architecture on a 1×side×side input."""
+    torch.manual_seed(seed)
+    model = nn.Sequential(
+        nn.Conv2d(1, 8, 4, stride=2, padding=1), nn.ReLU(),
+        nn.Conv2d(8, 16, 4, stride=2, padding=1), nn.ReLU(),
+        nn.Flatten(), nn.Linear(16 * (side // 4) ** 2, 50), nn.ReLU(), nn.Linear(50, 10),
+    )
+    return model, (1, side, side)
+
+
+def check(ok: bool, message: str) -> None:
+    if not ok:
+        raise SoundnessError(message)
+
+
+# -- study 1: output ranges ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Range:
+    eps: float
+    output: int
+    method: str
+    lower: float
+    upper: float
+
+
+def output_ranges(net: lv.Network, x: torch.Tensor, eps: float, grid: int) -> list[Range]:
+    """Each output's range over the box, by sampling, LP, dual and interval (x: (1, 2))."""
+    ball = lv.LinfBall(x, eps)
+    with torch.no_grad():
+        interval, dual = lv.interval_bounds(net, ball), lv.dual_bounds(net, ball)
+        axes = [torch.linspace(float(ball.lo[0, d]), float(ball.hi[0, d]), grid, dtype=x.dtype) for d in range(2)]
+        points = torch.cartesian_prod(*axes)
+        sampled = net(points)
+    model = lv.build_lp(net, ball, dual)
+    rows = []
+    for o in range(net.n_outputs):
+        e = np.eye(net.n_outputs)[o]
+        low, high = model.solve(e), model.solve(-e)
+        check(low.optimal and high.optimal, f"ε={eps} output {o}: LP not optimal ({low.status}, {high.status})")
+        lp = (low.value, -high.value)
+        true = (float(sampled[:, o].min()), float(sampled[:, o].max()))
+        d = (float(dual.lower[-1][0, o]), float(dual.upper[-1][0, o]))
+        check(d[0] <= lp[0] + TOL and lp[1] <= d[1] + TOL, f"ε={eps} output {o}: LP {lp} outside dual {d}")
+        check(lp[0] <= true[0] + TOL and true[1] <= lp[1] + TOL, f"ε={eps} output {o}: LP {lp} inside sampled {true}")
+        rows += [
+            Range(eps, o, "sampled", *true),
+            Range(eps, o, "lp", *lp),
+            Range(eps, o, "dual", *d),
+            Range(eps, o, "interval", float(interval.lower[-1][0, o]), float(interval.upper[-1][0, o])),
+        ]
+    return rows
+
+
+def print_ranges(rows: list[Range]) -> None:
+    methods = ["sampled", "lp", "dual", "interval"]
+    print(f"{'eps':>5} {'out':>3}  " + "  ".join(f"{m:>21}" for m in methods))
+    keys = sorted({(r.eps, r.output) for r in rows})
+    for eps, o in keys:
+        cells = {r.method: r for r in rows if (r.eps, r.output) == (eps, o)}
+        print(f"{eps:>5} {o:>3}  " + "  ".join(f"[{cells[m].lower:>9.3f},{cells[m].upper:>9.3f}]" for m in methods))
+
+
+def plot_ranges(rows: list[Range], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    eps_values = sorted({r.eps for r in rows})
+    fig, axes = plt.subplots(1, len(eps_values), figsize=(4.2 * len(eps_values), 4.0))
+    styles = {"lp": ("tab:blue", "LP"), "dual": ("tab:orange", "dual (Alg. 1)"), "sampled": ("black", "sampled range")}
+    for ax, eps in zip(np.atleast_1d(axes), eps_values):
+        box = {r.method: {} for r in rows}
+        for r in rows:
+            if r.eps == eps:
+                box[r.method][r.output] = (r.lower, r.upper)
+        for method, (color, label) in styles.items():
+            (x0, x1), (y0, y1) = box[method][0], box[method][1]
+            ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=method == "sampled", alpha=0.35 if method == "sampled" else 1,
+                                   edgecolor=color, facecolor=color if method == "sampled" else "none", lw=1.5, label=label))
+        (dx0, dx1), (dy0, dy1) = box["dual"][0], box["dual"][1]
+        pad_x, pad_y = 0.15 * (dx1 - dx0) + 1e-3, 0.15 * (dy1 - dy0) + 1e-3
+        ax.set_xlim(dx0 - pad_x, dx1 + pad_x)
+        ax.set_ylim(dy0 - pad_y, dy1 + pad_y)
+        (ix0, ix1), (iy0, iy1) = box["interval"][0], box["interval"][1]
+        ax.set_title(f"ε = {eps}\ninterval box: [{ix0:.1f}, {ix1:.1f}] × [{iy0:.1f}, {iy1:.1f}]", fontsize=9)
+        ax.set_xlabel("output 1")
+        ax.set_ylabel("output 2")
+    np.atleast_1d(axes)[0].legend(loc="best", fontsize=8)
+    fig.suptitle("Bounding boxes of the outputs of a random 2-100-100-100-100-2 network")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# -- study 2: margins on random networks --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MarginRow:
+    network: str
+    eps: float
+    example: int
+    target: int
+    sampled: float
+    lp: float
+    dual: float
+    interval: float
+    crossing: int
+
+
+def margin_study(name: str, net: lv.Network, x: torch.Tensor, eps: float, n_samples: int) -> list[MarginRow]:
+    """Bounds on f_y − f_j (y the predicted class) for every example of x and every j ≠ y."""
+    ball = lv.LinfBall(x, eps)
+    with torch.no_grad():
+        y = net(x).argmax(1)
+        C = lv.margin_objectives(y, net.n_outputs).to(x)
+        dual_b = lv.dual_bounds(net, ball)
+        J = lv.dual_objective(net, ball, C, dual_b)
+        naive = lv.interval_objective(net, ball, C)
+        gen = torch.Generator().manual_seed(0)
+        pts = torch.cat([ball.sample(n_samples, generator=gen), ball.sample(n_samples, vertices=True, generator=gen)], 1)
+        logits = net(pts.flatten(0, 1)).view(x.shape[0], -1, net.n_outputs)
+        sampled = torch.einsum("bjo,bno->bjn", C, logits).min(-1).values
+    rows = []
+    for b in range(x.shape[0]):
+        model = lv.build_lp(net, ball.select(b), dual_b.select(b))
+        crossing = int(dual_b.select(b).n_crossing().sum())
+        for j in range(net.n_outputs):
+            if j == int(y[b]):
+                continue
+            lp = model.solve(C[b, j])
+            where = f"{name} ε={eps} example {b} target {j}"
+            check(lp.optimal, f"{where}: LP not optimal ({lp.status})")
+            check(float(J[b, j]) <= lp.value + TOL, f"{where}: dual {float(J[b, j])} above LP {lp.value}")
+            check(lp.value <= float(sampled[b, j]) + TOL, f"{where}: LP {lp.value} above a sampled margin {float(sampled[b, j])}")
+            rows.append(MarginRow(name, eps, b, j, float(sampled[b, j]), lp.value, float(J[b, j]), float(naive[b, j]), crossing))
+    return rows
+
+
+def summarise_margins(rows: list[MarginRow]) -> list[dict[str, object]]:
+    out = []
+    for key in dict.fromkeys((r.network, r.eps) for r in rows):  # in the order they were run
+        group = [r for r in rows if (r.network, r.eps) == key]
+        gaps = [r.lp - r.dual for r in group]
+        out.append({
+            "network": key[0],
+            "eps": key[1],
+            "n_lps": len(group),
+            "crossing": statistics.mean(r.crossing for r in group),
+            "sampled": statistics.mean(r.sampled for r in group),
+            "lp": statistics.mean(r.lp for r in group),
+            "dual": statistics.mean(r.dual for r in group),
+            "interval": statistics.mean(r.interval for r in group),
+            "median_gap_lp_dual": statistics.median(gaps),
+            "max_gap_lp_dual": max(gaps),
+            "frac_gap_below_1e-6": sum(g < 1e-6 for g in gaps) / len(gaps),
+        })
+    return out
+
+
+def print_margin_summary(summary: list[dict[str, object]]) -> None:
+    head = f"{'network':<27}{'eps':>6}{'LPs':>5}{'cross':>7}{'sampled':>10}{'LP':>10}{'dual':>10}{'interval':>11}{'LP-dual med':>12}{'max':>9}{'<1e-6':>7}"
+    print(head)
+    for s in summary:
+        print(
+            f"{s['network']:<27}{s['eps']:>6}{s['n_lps']:>5}{s['crossing']:>7.1f}{s['sampled']:>10.3f}{s['lp']:>10.3f}"
+            f"{s['dual']:>10.3f}{s['interval']:>11.2f}{s['median_gap_lp_dual']:>12.2e}{s['max_gap_lp_dual']:>9.2e}"
+            f"{s['frac_gap_below_1e-6']:>7.0%}"
+        )
+
+
+# -- main ---------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--full", action="store_true", help="more networks, inputs and samples")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random networks and inputs")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="folder for the CSV files")
+    parser.add_argument("--figures", type=Path, default=FIGURES, help="folder for the PNG files")
+    args = parser.parse_args(argv)
+    torch.set_default_dtype(torch.float64)
+    start = time.perf_counter()
+
+    # Study 1: Appendix B's output ranges.
+    grid = 1000 if args.full else 400
+    widths = [2, 100, 100, 100, 100, 2]
+    net = lv.Network.from_torch(random_network(widths, args.seed))
+    x = torch.rand(1, 2, generator=torch.Generator().manual_seed(args.seed))
+    ranges: list[Range] = []
+    for eps in (0.05, 0.1, 0.25):
+        ranges += output_ranges(net, x, eps, grid)
+    print(f"Output ranges of a random 2-100-100-100-100-2 network at x = {x[0].tolist()} "
+          f"(sampled: a {grid}×{grid} grid of the box)\n")
+    print_ranges(ranges)
+    write_csv(args.results / "tightness_output_ranges.csv", [r.__dict__ for r in ranges], list(Range.__dataclass_fields__))
+    plot_ranges(ranges, args.figures / "tightness_output_ranges.png")
+
+    # Study 2: margins on random dense and convolutional networks.
+    n_examples, n_samples = (8, 4000) if args.full else (3, 1000)
+    dense_sizes = [[2, 100, 100, 100, 100, 2], [20, 50, 50, 10], [20, 200, 10]]
+    if args.full:
+        dense_sizes += [[50, 100, 100, 100, 10]]
+    margins: list[MarginRow] = []
+    gen = torch.Generator().manual_seed(args.seed + 1)
+    for sizes in dense_sizes:
+        name = "dense " + "-".join(map(str, sizes))
+        net = lv.Network.from_torch(random_network(sizes, args.seed))
+        x = torch.rand(n_examples, sizes[0], generator=gen)
+        for eps in (0.01, 0.05, 0.1):
+            margins += margin_study(name, net, x, eps, n_samples)
+    model, shape = random_convnet(args.seed)
+    net = lv.Network.from_torch(model, input_shape=shape)
+    x = torch.rand(n_examples, *shape, generator=gen)
+    for eps in (0.01, 0.02, 0.05):
+        margins += margin_study("conv 1x12x12 (paper-like)", net, x, eps, n_samples)
+    summary = summarise_margins(margins)
+    print("\nLower bounds on the margins f_y − f_j (y the predicted class), averaged over examples and targets;"
+          "\n'sampled' is the smallest margin seen at sampled points (an upper bound on the true minimum)\n")
+    print_margin_summary(summary)
+    write_csv(args.results / "tightness_margins.csv", [r.__dict__ for r in margins], list(MarginRow.__dataclass_fields__))
+    write_csv(args.results / "tightness_margins_summary.csv", summary, list(summary[0]))
+
+    n_lps = len(margins) + 2 * len({(r.eps, r.output) for r in ranges})
+    print(f"\nEvery LP lies between its dual bound and the sampled values ({n_lps} LPs). "
+          f"Wrote {args.results.relative_to(ROOT) if args.results.is_relative_to(ROOT) else args.results}/tightness_*.csv "
+          f"and the figure tightness_output_ranges.png in {time.perf_counter() - start:.1f} s.")
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except SoundnessError as err:
+        print(f"\nSOUNDNESS VIOLATION: {err}", file=sys.stderr)
+        sys.exit(1)
