@@ -44,6 +44,24 @@ def test_solution_is_a_point_of_the_relaxation(case):
     assert len(result.duals) == len(case.net.blocks) - 1
 
 
+@settings(max_examples=10)
+@given(case=any_case(batch=1))
+def test_interior_point_and_simplex_agree(case):
+    ball, bounds = one(case)
+    c = np.linspace(1, -1, case.net.n_outputs)
+    simplex = lv.HighsLP(case.net, ball, bounds, solver="simplex").solve(c)
+    ipm = lv.HighsLP(case.net, ball, bounds, solver="ipm").solve(c)
+    assert simplex.optimal and ipm.optimal
+    assert ipm.value == pytest.approx(simplex.value, rel=1e-6, abs=1e-7)
+
+
+def test_solver_follows_model_size():
+    assert lv.lp.choose_solver(10_000) == "simplex"
+    assert lv.lp.choose_solver(lv.lp.IPM_NONZEROS + 1) == "ipm"
+    with pytest.raises(ValueError, match="unknown LP solver"):
+        lv.HighsLP(tiny_net(), lv.LinfBall(torch.zeros(1, 1), 0.1), lv.interval_bounds(tiny_net(), lv.LinfBall(torch.zeros(1, 1), 0.1)), solver="barrier")
+
+
 @given(case=any_case(batch=1))
 def test_warm_started_solves_equal_cold_solves(case):
     ball, bounds = one(case)

@@ -1,0 +1,67 @@
+"""The benchmark scripts run end to end and write what they promise."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import shared_path
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def load_script(name: str):
+    spec = importlib.util.spec_from_file_location(f"benchmarks_{name}", BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[f"benchmarks_{name}"] = module  # dataclasses look their module up here
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_tightness_default_run_writes_tables_and_figure(tmp_path, capsys):
+    tightness = load_script("tightness")
+    assert tightness.main(["--results", str(tmp_path), "--figures", str(tmp_path)]) == 0
+    ranges = list(csv.DictReader((tmp_path / "tightness_output_ranges.csv").open()))
+    assert {r["method"] for r in ranges} == {"sampled", "lp", "dual", "interval"}
+    by = {(r["eps"], r["output"], r["method"]): (float(r["lower"]), float(r["upper"])) for r in ranges}
+    for (eps, out, method), (lo, hi) in by.items():
+        if method == "lp":  # sampled ⊆ LP ⊆ dual, and the interval box is the loosest here
+            s, d, i = by[(eps, out, "sampled")], by[(eps, out, "dual")], by[(eps, out, "interval")]
+            assert d[0] - 1e-6 <= lo <= s[0] + 1e-6 and s[1] - 1e-6 <= hi <= d[1] + 1e-6
+            assert i[0] <= d[0] and d[1] <= i[1]
+    margins = list(csv.DictReader((tmp_path / "tightness_margins.csv").open()))
+    assert all(float(m["dual"]) <= float(m["lp"]) + 1e-6 <= float(m["sampled"]) + 2e-6 for m in margins)
+    assert (tmp_path / "tightness_output_ranges.png").stat().st_size > 10_000
+    assert "Every LP lies between its dual bound and the sampled values" in capsys.readouterr().out
+
+
+def test_tightness_refuses_a_dual_bound_above_the_lp(monkeypatch):
+    """An unsound bound method (here: J shifted up by 1) must stop the study, not become a row."""
+    import lpverify as lv
+    import torch
+
+    tightness = load_script("tightness")
+    honest = lv.dual_objective
+    monkeypatch.setattr(tightness.lv, "dual_objective", lambda *a, **k: honest(*a, **k) + 1.0)
+    net = lv.Network.from_torch(tightness.random_network([3, 20, 20, 4], seed=0))
+    x = torch.rand(2, 3, dtype=torch.float64)
+    with pytest.raises(tightness.SoundnessError, match="above LP"):
+        tightness.margin_study("dense", net, x, 0.05, n_samples=50)
+
+
+@pytest.mark.shared
+def test_speed_benchmark_small_run(tmp_path):
+    out = tmp_path / "speed.md"
+    cmd = [sys.executable, str(BENCHMARKS / "speed.py"), "--n", "20", "--batch-sizes", "5", "10", "--lp-images", "2",
+           "--data", str(shared_path("data", "mnist")),
+           "--weights", str(shared_path("models", "wong_kolter_2018", "mnist.pth")), "--out", str(out)]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    text = out.read_text()
+    assert "Certificates are identical at every batch size" in text
+    assert "All LP values agree between the two models" in text
