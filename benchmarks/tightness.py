@@ -244,14 +244,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", type=Path, default=RESULTS, help="folder for the CSV files")
     parser.add_argument("--figures", type=Path, default=FIGURES, help="folder for the PNG files")
     args = parser.parse_args(argv)
-    torch.set_default_dtype(torch.float64)
     start = time.perf_counter()
 
     # Study 1: Appendix B's output ranges.
     grid = 1000 if args.full else 400
     widths = [2, 100, 100, 100, 100, 2]
     net = lv.Network.from_torch(random_network(widths, args.seed))
-    x = torch.rand(1, 2, generator=torch.Generator().manual_seed(args.seed))
+    x = torch.rand(1, 2, generator=torch.Generator().manual_seed(args.seed), dtype=torch.float64)
     ranges: list[Range] = []
     for eps in (0.05, 0.1, 0.25):
         ranges += output_ranges(net, x, eps, grid)
@@ -271,12 +270,12 @@ def main(argv: list[str] | None = None) -> int:
     for sizes in dense_sizes:
         name = "dense " + "-".join(map(str, sizes))
         net = lv.Network.from_torch(random_network(sizes, args.seed))
-        x = torch.rand(n_examples, sizes[0], generator=gen)
+        x = torch.rand(n_examples, sizes[0], generator=gen, dtype=torch.float64)
         for eps in (0.01, 0.05, 0.1):
             margins += margin_study(name, net, x, eps, n_samples)
     model, shape = random_convnet(args.seed)
     net = lv.Network.from_torch(model, input_shape=shape)
-    x = torch.rand(n_examples, *shape, generator=gen)
+    x = torch.rand(n_examples, *shape, generator=gen, dtype=torch.float64)
     for eps in (0.01, 0.02, 0.05):
         margins += margin_study("conv 1x12x12 (paper-like)", net, x, eps, n_samples)
     summary = summarise_margins(margins)
