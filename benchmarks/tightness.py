@@ -44,19 +44,6 @@ class SoundnessError(AssertionError):
     """An LP below its dual bound, or above a sampled value: a bug, never a result."""
 
 
-def random_network(widths: list[int], seed: int) -> nn.Sequential:
-    """Appendix B's random network: weights N(0, 1/√n_in), biases N(0, 1)."""
-    gen = torch.Generator().manual_seed(seed)
-    layers: list[nn.Module] = []
-    for i, (a, b) in enumerate(zip(widths, widths[1:])):
-        lin = nn.Linear(a, b)
-        with torch.no_grad():
-            lin.weight.copy_(torch.randn(b, a, generator=gen) / a**0.5)
-            lin.bias.copy_(torch.randn(b, generator=gen))
-        layers += [lin, nn.ReLU()] if i < len(widths) - 2 else [lin]
-    return nn.Sequential(*layers)
-
-
 def random_convnet(seed: int, side: int = 12) -> tuple[nn.Sequential, tuple[int, int, int]]:
     """A small version of the paper's conv architecture on a 1×side×side input."""
     torch.manual_seed(seed)
@@ -249,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     # Study 1: Appendix B's output ranges.
     grid = 1000 if args.full else 400
     widths = [2, 100, 100, 100, 100, 2]
-    net = lv.Network.from_torch(random_network(widths, args.seed))
+    net = lv.Network.from_torch(lv.zoo.random_mlp(widths, args.seed))
     x = torch.rand(1, 2, generator=torch.Generator().manual_seed(args.seed), dtype=torch.float64)
     ranges: list[Range] = []
     for eps in (0.05, 0.1, 0.25):
@@ -269,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     gen = torch.Generator().manual_seed(args.seed + 1)
     for sizes in dense_sizes:
         name = "dense " + "-".join(map(str, sizes))
-        net = lv.Network.from_torch(random_network(sizes, args.seed))
+        net = lv.Network.from_torch(lv.zoo.random_mlp(sizes, args.seed))
         x = torch.rand(n_examples, sizes[0], generator=gen, dtype=torch.float64)
         for eps in (0.01, 0.05, 0.1):
             margins += margin_study(name, net, x, eps, n_samples)

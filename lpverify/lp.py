@@ -138,7 +138,36 @@ def _objective(net: Network, c: np.ndarray | Tensor) -> np.ndarray:
     return c
 
 
-class HighsLP:
+class _LPModel:
+    """What both builds share: input checks, the invalid-bounds verdict, build-time accounting."""
+
+    backend = ""
+
+    def _prepare(self, net: Network, ball: LinfBall, bounds: Bounds) -> tuple[np.ndarray, np.ndarray, list[_Layer]] | None:
+        """The box and layers of the example, or None (with ``self.invalid`` set) if no LP can be built."""
+        self._start = time.perf_counter()
+        self.net = net
+        self.input_shape = net.input_shape
+        self._solves = 0
+        prepared = _one_example(net, ball, bounds)
+        self.invalid: str | None = prepared if isinstance(prepared, str) else None
+        if self.invalid is not None:
+            self._built()
+            return None
+        return prepared
+
+    def _built(self) -> None:
+        self.build_time = time.perf_counter() - self._start
+
+    def _begin(self, c: np.ndarray | Tensor) -> tuple[np.ndarray, float]:
+        """The checked objective, and the build time charged to this solve (the first one)."""
+        c = _objective(self.net, c)
+        build = self.build_time if self._solves == 0 else 0.0
+        self._solves += 1
+        return c, build
+
+
+class HighsLP(_LPModel):
     """eq. 19 for one example as a direct sparse HiGHS model, re-solved per objective.
 
     Stable units are eliminated: every pre-activation is written as an affine
@@ -167,14 +196,8 @@ class HighsLP:
             raise ValueError(f"unknown LP solver {solver!r}; choose one of {SOLVERS}")
         import highspy
 
-        start = time.perf_counter()
-        self.net = net
-        self.input_shape = net.input_shape
-        self._solves = 0
-        prepared = _one_example(net, ball, bounds)
-        self.invalid: str | None = prepared if isinstance(prepared, str) else None
-        if self.invalid is not None:
-            self.build_time = time.perf_counter() - start
+        prepared = self._prepare(net, ball, bounds)
+        if prepared is None:
             return
         lo, hi, layers = prepared
         mats = net.sparse()
@@ -248,13 +271,11 @@ class HighsLP:
         self._highs.passModel(model)
         self._status_optimal = highspy.HighsModelStatus.kOptimal
         self._all_cols = np.arange(n_var, dtype=np.int32)
-        self.build_time = time.perf_counter() - start
+        self._built()
 
     def solve(self, c: np.ndarray | Tensor) -> LPResult:
         """min cᵀ ẑ_k over the relaxation; warm-started from the previous solve's basis."""
-        c = _objective(self.net, c)
-        build = self.build_time if self._solves == 0 else 0.0
-        self._solves += 1
+        c, build = self._begin(c)
         if self.invalid is not None:
             return _failed(self.invalid, "highs", build_time=build)
         h = self._highs
@@ -304,19 +325,14 @@ class HighsLP:
         return tuple(out)
 
 
-class CvxpyLP:
+class CvxpyLP(_LPModel):
     """eq. 19 for one example written plainly in CVXPY, one variable per unit, solved with HiGHS."""
 
     def __init__(self, net: Network, ball: LinfBall, bounds: Bounds):
         import cvxpy as cp
 
-        start = time.perf_counter()
-        self.net = net
-        self._solves = 0
-        prepared = _one_example(net, ball, bounds)
-        self.invalid: str | None = prepared if isinstance(prepared, str) else None
-        if self.invalid is not None:
-            self.build_time = time.perf_counter() - start
+        prepared = self._prepare(net, ball, bounds)
+        if prepared is None:
             return
         lo, hi, layers = prepared
         mats = net.sparse()
@@ -346,14 +362,12 @@ class CvxpyLP:
         w_out, b_out = mats[-1]
         self.logits = w_out @ z + b_out
         self.problem = cp.Problem(cp.Minimize(self.c @ self.logits), constraints)
-        self.build_time = time.perf_counter() - start
+        self._built()
 
     def solve(self, c: np.ndarray | Tensor) -> LPResult:
         import cvxpy as cp
 
-        c = _objective(self.net, c)
-        build = self.build_time if self._solves == 0 else 0.0
-        self._solves += 1
+        c, build = self._begin(c)
         if self.invalid is not None:
             return _failed(self.invalid, "cvxpy", build_time=build)
         self.c.value = c

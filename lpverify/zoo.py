@@ -32,6 +32,21 @@ def har_mlp(hidden: int = 500) -> nn.Sequential:
     return nn.Sequential(nn.Linear(561, hidden), nn.ReLU(), nn.Linear(hidden, 6))
 
 
+def random_mlp(widths: list[int], seed: int, bias_std: float = 1.0) -> nn.Sequential:
+    """A random dense ReLU network (Appendix B): weights N(0, 1/n_in) (std 1/√n_in), biases N(0, bias_std²)."""
+    if len(widths) < 2:
+        raise ValueError(f"a network needs at least an input and an output width, got {widths}")
+    gen = torch.Generator().manual_seed(seed)
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(widths, widths[1:])):
+        lin = nn.Linear(a, b)
+        with torch.no_grad():
+            lin.weight.copy_(torch.randn(b, a, generator=gen) / a**0.5)
+            lin.bias.copy_(bias_std * torch.randn(b, generator=gen))
+        layers += [lin, nn.ReLU()] if i < len(widths) - 2 else [lin]
+    return nn.Sequential(*layers)
+
+
 def paper_model(name: str) -> nn.Sequential:
     """An untrained model of the paper's architecture for ``name`` (mnist, fashion_mnist, svhn, har)."""
     if name in ("mnist", "fashion_mnist"):

@@ -35,17 +35,9 @@ def shared_path(*parts: str) -> Path:
 
 def random_mlp(widths: list[int], seed: int, bias_scale: float = 0.5) -> nn.Sequential:
     """Dense ReLU net with the given layer widths, weights N(0, 1/n_in)."""
-    gen = torch.Generator().manual_seed(seed)
-    layers: list[nn.Module] = []
-    for i, (a, b) in enumerate(zip(widths, widths[1:])):
-        lin = nn.Linear(a, b)
-        with torch.no_grad():
-            lin.weight.copy_(torch.randn(b, a, generator=gen) / a**0.5)
-            lin.bias.copy_(bias_scale * torch.randn(b, generator=gen))
-        layers.append(lin)
-        if i < len(widths) - 2:
-            layers.append(nn.ReLU())
-    return nn.Sequential(*layers)
+    from lpverify.zoo import random_mlp as zoo_random_mlp
+
+    return zoo_random_mlp(widths, seed, bias_std=bias_scale)
 
 
 def random_convnet(channels: int, side: int, seed: int, n_out: int = 4) -> tuple[nn.Sequential, tuple[int, int, int]]:

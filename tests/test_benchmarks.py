@@ -48,7 +48,7 @@ def test_tightness_refuses_a_dual_bound_above_the_lp(monkeypatch):
     tightness = load_script("tightness")
     honest = lv.dual_objective
     monkeypatch.setattr(tightness.lv, "dual_objective", lambda *a, **k: honest(*a, **k) + 1.0)
-    net = lv.Network.from_torch(tightness.random_network([3, 20, 20, 4], seed=0))
+    net = lv.Network.from_torch(lv.zoo.random_mlp([3, 20, 20, 4], seed=0))
     x = torch.rand(2, 3, dtype=torch.float64)
     with pytest.raises(tightness.SoundnessError, match="above LP"):
         tightness.margin_study("dense", net, x, 0.05, n_samples=50)

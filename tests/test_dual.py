@@ -161,3 +161,18 @@ def test_relu_slope_is_the_dual_diagonal():
     lower = torch.tensor([-2.0, 1.0, -3.0, 0.0, -1.0])
     upper = torch.tensor([2.0, 3.0, -1.0, 0.0, 3.0])
     torch.testing.assert_close(lv.relu_slope(lower, upper), torch.tensor([0.5, 1.0, 0.0, 0.0, 0.75]))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+def test_cuda_bounds_equal_cpu_bounds():
+    model, shape = random_convnet(1, 12, seed=8)
+    net = lv.Network.from_torch(model, input_shape=shape)
+    x = torch.rand(4, *shape, dtype=torch.float64)
+    with torch.no_grad():
+        cpu = lv.dual_bounds(net, lv.LinfBall(x, 0.05))
+        gpu = lv.dual_bounds(lv.Network.from_torch(model.cuda(), input_shape=shape), lv.LinfBall(x.cuda(), 0.05))
+        J = lv.dual_objective(net, lv.LinfBall(x, 0.05), eye_objectives(net, 4), cpu)
+    for a, b in zip(cpu.lower + cpu.upper, gpu.lower + gpu.upper):
+        assert b.is_cuda
+        torch.testing.assert_close(a, b.cpu(), rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(J, cpu.lower[-1], rtol=1e-9, atol=1e-9)

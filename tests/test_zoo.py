@@ -46,3 +46,14 @@ def test_missing_and_corrupt_weights(tmp_path):
         load_paper_model("mnist", bad)
     with pytest.raises(ValueError, match="unknown model"):
         lv.zoo.paper_model("cifar")
+
+
+def test_random_mlp_follows_appendix_b_initialisation():
+    model = lv.zoo.random_mlp([400, 300, 2], seed=7)
+    w, b = model[0].weight.detach(), model[0].bias.detach()
+    assert w.shape == (300, 400) and isinstance(model[1], torch.nn.ReLU) and len(model) == 3
+    assert abs(float(w.std()) - 400**-0.5) < 0.05 * 400**-0.5  # N(0, 1/n_in)
+    assert abs(float(b.std()) - 1.0) < 0.15  # N(0, 1)
+    torch.testing.assert_close(lv.zoo.random_mlp([400, 300, 2], seed=7)[0].weight, model[0].weight)
+    with pytest.raises(ValueError, match="at least"):
+        lv.zoo.random_mlp([3], seed=0)
