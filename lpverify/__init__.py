@@ -14,7 +14,8 @@ Public API (re-exported names only)::
 
 from . import data, zoo
 from .bounds import Bounds, interval_bounds, interval_objective
-from .certify import certify, margin_bounds
+from .attacks import attack_error, fgsm, pgd
+from .certify import CertifiedRadius, certified_radius, certify, detect, margin_bounds, max_certified_eps, robust_loss
 from .dual import dual_bounds, dual_objective, relu_slope
 from .lp import CvxpyLP, HighsLP, LPResult, build_lp, solve_lp
 from .network import AffineBlock, Network
@@ -23,22 +24,30 @@ from .specs import margin_objectives
 
 __all__ = [
     "AffineBlock",
+    "CertifiedRadius",
     "Bounds",
     "CvxpyLP",
     "HighsLP",
     "LPResult",
     "LinfBall",
     "Network",
+    "attack_error",
     "build_lp",
+    "certified_radius",
     "certify",
     "data",
+    "detect",
     "dual_bounds",
     "dual_objective",
+    "fgsm",
     "interval_bounds",
     "interval_objective",
     "margin_bounds",
     "margin_objectives",
+    "max_certified_eps",
+    "pgd",
     "relu_slope",
+    "robust_loss",
     "solve_lp",
     "zoo",
 ]

@@ -1,14 +1,46 @@
-"""Certificates from the dual network (Corollary 1): is every margin bound ≥ 0?"""
+"""Certificates and the robust loss from the dual network (Theorem 2, Corollaries 1–2, eq. 17)."""
 
 from __future__ import annotations
 
+import math
+import weakref
+from dataclasses import dataclass
+
 import torch
-from torch import Tensor
+import torch.nn.functional as F
+from torch import Tensor, nn
 
 from .dual import dual_bounds, dual_objective
 from .network import Network
 from .sets import LinfBall
 from .specs import margin_objectives
+
+Limit = float | Tensor | None
+
+
+def as_network(model: nn.Module | Network, input_shape: tuple[int, ...]) -> Network:
+    """The ``Network`` of a torch model, built once per model and input shape (cached).
+
+    The Network references the model's parameters, so it follows training updates.
+    """
+    if isinstance(model, Network):
+        return model
+    signature = (tuple(input_shape), tuple(id(m) for m in model.modules()), tuple(id(p) for p in model.parameters()))
+    cached = _NETWORKS.get(model)
+    if cached is None or cached[0] != signature:
+        cached = (signature, Network.from_torch(model, input_shape=input_shape))
+        _NETWORKS[model] = cached
+    return cached[1]
+
+
+_NETWORKS: "weakref.WeakKeyDictionary[nn.Module, tuple[tuple, Network]]" = weakref.WeakKeyDictionary()
+
+
+def _slice_limit(limit: Limit, sl: slice, x: Tensor) -> Limit:
+    """A per-example clamp (shaped like x) follows the batch chunk; a scalar or shared one is kept whole."""
+    if isinstance(limit, Tensor) and limit.shape == x.shape:
+        return limit[sl]
+    return limit
 
 
 def margin_bounds(net: Network, ball: LinfBall, y: Tensor) -> Tensor:
@@ -21,31 +53,175 @@ def margin_bounds(net: Network, ball: LinfBall, y: Tensor) -> Tensor:
     return dual_objective(net, ball, c, bounds)
 
 
-def certify(
-    net: Network,
+def robust_loss(
+    model: nn.Module | Network,
     x: Tensor,
     y: Tensor,
     eps: float | Tensor,
     *,
-    lower: float | Tensor | None = None,
-    upper: float | Tensor | None = None,
+    lower: Limit = None,
+    upper: Limit = None,
+) -> tuple[Tensor, Tensor]:
+    """The robust cross-entropy of Theorem 2 and the robust error of the batch.
+
+    ``L(−J(C), y)`` bounds the worst-case loss over the ball (eq. 14): the
+    margins' lower bounds J act as logits. Returns the mean robust loss
+    (differentiable in the model's parameters) and the fraction of examples
+    not certified (Corollary 1), both scalars.
+    """
+    if y.shape != x.shape[:1]:
+        raise ValueError(f"labels of shape {tuple(y.shape)} do not match the batch of {x.shape[0]} inputs")
+    net = as_network(model, tuple(x.shape[1:]))
+    J = margin_bounds(net, LinfBall(x, eps, lower, upper), y)
+    loss = F.cross_entropy(-J, y)
+    err = (~_all_nonnegative(J)).float().mean()
+    return loss, err
+
+
+def _all_nonnegative(J: Tensor) -> Tensor:
+    """Certified: every margin bound ≥ 0 (a NaN never certifies)."""
+    return (J >= 0).all(dim=1)
+
+
+def certify(
+    net: Network | nn.Module,
+    x: Tensor,
+    y: Tensor,
+    eps: float | Tensor,
+    *,
+    lower: Limit = None,
+    upper: Limit = None,
     batch_size: int = 32,
 ) -> Tensor:
     """Whether each example is certified robust at ε (Corollary 1), (batch,) bool.
 
     True only if every margin bound is ≥ 0; a NaN bound is never a certificate.
-    ``lower``/``upper`` clamp the input set (e.g. 0 and 1 for pixels).
-    Examples are processed in chunks of ``batch_size`` to bound memory.
+    ``lower``/``upper`` clamp the input set (e.g. 0 and 1 for pixels). ``eps``
+    is a scalar or one radius per example. Examples are processed in chunks of
+    ``batch_size`` to bound memory. The robust error of Corollary 1 is the
+    fraction of False.
     """
     if y.shape != x.shape[:1]:
         raise ValueError(f"labels of shape {tuple(y.shape)} do not match the batch of {x.shape[0]} inputs")
+    net = as_network(net, tuple(x.shape[1:]))
     eps_t = torch.as_tensor(eps, dtype=x.dtype, device=x.device)
     out = []
     with torch.no_grad():
         for start in range(0, x.shape[0], batch_size):
             sl = slice(start, start + batch_size)
-            eps_sl = eps_t if eps_t.ndim == 0 else eps_t[sl]
-            ball = LinfBall(x[sl], eps_sl, lower, upper)
-            bound = margin_bounds(net, ball, y[sl].to(x.device))
-            out.append((bound >= 0).all(dim=1))
+            ball = LinfBall(
+                x[sl],
+                eps_t if eps_t.ndim == 0 else eps_t[sl],
+                _slice_limit(lower, sl, x),
+                _slice_limit(upper, sl, x),
+            )
+            out.append(_all_nonnegative(margin_bounds(net, ball, y[sl].to(x.device))))
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.bool, device=x.device)
+
+
+def detect(
+    net: Network | nn.Module,
+    x: Tensor,
+    eps: float | Tensor,
+    *,
+    lower: Limit = None,
+    upper: Limit = None,
+    batch_size: int = 32,
+) -> tuple[Tensor, Tensor]:
+    """Detection certificates (Corollary 2): the predicted class and whether it is certified.
+
+    If certified, no input within ε of x is classified differently, so x cannot
+    be an adversarial example of a correctly classified point within ε.
+    Returns (predicted class (batch,), certified (batch,) bool).
+    """
+    net = as_network(net, tuple(x.shape[1:]))
+    with torch.no_grad():
+        pred = torch.cat([net(x[i : i + batch_size]).argmax(1) for i in range(0, x.shape[0], batch_size)])
+    return pred, certify(net, x, pred, eps, lower=lower, upper=upper, batch_size=batch_size)
+
+
+@dataclass(frozen=True)
+class CertifiedRadius:
+    """The largest certified ε per example (eq. 17), bracketed by bisection.
+
+    ``lower`` is certified (0 where even ε = 0 is not, i.e. a misclassified
+    example); ``upper`` is not certified (inf where ``eps_max`` still is);
+    ``upper − lower ≤ tol · upper`` on return. ``iterations`` counts the
+    certificate evaluations of the whole batch.
+    """
+
+    lower: Tensor
+    upper: Tensor
+    iterations: int
+    labels: Tensor
+
+
+def certified_radius(
+    net: Network | nn.Module,
+    x: Tensor,
+    y: Tensor | None = None,
+    *,
+    tol: float = 1e-3,
+    eps_max: float = 1.0,
+    lower: Limit = None,
+    upper: Limit = None,
+    batch_size: int = 32,
+) -> CertifiedRadius:
+    """Bisection on the monotone certificate ε ↦ [min_j J_{ε,j} ≥ 0] for the class y (default: predicted).
+
+    All examples are bisected together, one certificate evaluation of the
+    batch per iteration; about log2(1/tol) iterations after the bracket.
+    """
+    if not 0 < tol < 1:
+        raise ValueError(f"tol must lie in (0, 1), got {tol}")
+    if not eps_max > 0:
+        raise ValueError(f"eps_max must be > 0, got {eps_max}")
+    net = as_network(net, tuple(x.shape[1:]))
+    if y is None:
+        with torch.no_grad():
+            y = torch.cat([net(x[i : i + batch_size]).argmax(1) for i in range(0, x.shape[0], batch_size)])
+
+    def certified(eps: Tensor) -> Tensor:
+        return certify(net, x, y, eps, lower=lower, upper=upper, batch_size=batch_size)
+
+    n = x.shape[0]
+    lo = torch.zeros(n, dtype=x.dtype, device=x.device)
+    hi = torch.full((n,), float(eps_max), dtype=x.dtype, device=x.device)
+    iterations = 2
+    correct = certified(lo)
+    at_max = certified(hi)
+    hi = torch.where(at_max, torch.full_like(hi, math.inf), hi)
+    lo = torch.where(at_max, torch.full_like(lo, eps_max), lo)
+    active = correct & ~at_max
+    hi = torch.where(correct, hi, torch.zeros_like(hi))  # misclassified: no radius at all
+    while True:
+        active = active & (hi - lo > tol * hi)
+        if not active.any():
+            break
+        mid = torch.where(active, (lo + hi) / 2, lo)
+        ok = certified(mid)
+        iterations += 1
+        lo = torch.where(active & ok, mid, lo)
+        hi = torch.where(active & ~ok, mid, hi)
+    return CertifiedRadius(lo, hi, iterations, y)
+
+
+def max_certified_eps(
+    net: Network | nn.Module,
+    x: Tensor,
+    y: Tensor | None = None,
+    *,
+    tol: float = 1e-3,
+    eps_max: float = 1.0,
+    lower: Limit = None,
+    upper: Limit = None,
+    batch_size: int = 32,
+) -> Tensor:
+    """The largest ε (to relative ``tol``) at which each example is certified, (batch,).
+
+    Certified at the returned value; not certified at ``value / (1 − tol)``.
+    See :func:`certified_radius` for the bracket and the iteration count.
+    """
+    return certified_radius(
+        net, x, y, tol=tol, eps_max=eps_max, lower=lower, upper=upper, batch_size=batch_size
+    ).lower

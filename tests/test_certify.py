@@ -7,7 +7,7 @@ import torch
 from hypothesis import given
 
 import lpverify as lv
-from conftest import shared_path
+from conftest import random_convnet, shared_path
 from strategies import any_case, sampled_pre_activations
 
 
@@ -80,3 +80,78 @@ def test_paper_mnist_robust_error_bound_on_first_1000(mnist_first_1000):
     torch.testing.assert_close(b64.min(1).values.float(), worst[closest], rtol=1e-4, atol=1e-4)
     assert ((b64.min(1).values >= 0) == certified[closest]).all()
     assert worst[closest].abs().min() > 1e-3  # the nearest image (index 444) is 0.0101 below zero
+
+
+@given(case=any_case(batch=3))
+def test_robust_loss_is_at_least_the_standard_loss(case):
+    """CE(−J, y) ≥ CE(f(x), y) because −J_j ≥ f_j(x) − f_y(x) and CE is monotone in those differences."""
+    x = case.ball.center
+    y = torch.arange(3) % case.net.n_outputs
+    for eps in (0.0, float(case.ball.eps[0])):
+        robust, err = lv.robust_loss(case.net, x, y, eps)
+        standard = torch.nn.functional.cross_entropy(case.net(x), y)
+        assert float(robust) >= float(standard) - 1e-9
+        assert 0.0 <= float(err) <= 1.0
+
+
+def test_robust_loss_is_differentiable_and_matches_certify():
+    model, shape = random_convnet(1, 8, seed=3)
+    x, y = torch.rand(6, *shape), torch.randint(0, 4, (6,))
+    loss, err = lv.robust_loss(model, x, y, 0.05)
+    loss.backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+    assert float(err) == pytest.approx(float((~lv.certify(model, x, y, 0.05)).float().mean()))
+
+
+@pytest.mark.shared
+def test_paper_model_chain_robust_error_pgd_clean(mnist_first_1000):
+    """On a real batch: certified error ≥ PGD error ≥ clean error, and no certified image falls to PGD or FGSM."""
+    net, x, y = mnist_first_1000
+    x, y = x[:200], y[:200]
+    model = lv.zoo.load_paper_model("mnist", shared_path("models", "wong_kolter_2018", "mnist.pth"))
+    certified = lv.certify(net, x, y, 0.1)
+    pgd_wrong = lv.attack_error(model, lv.pgd(model, x, y, 0.1), y)
+    fgsm_wrong = lv.attack_error(model, lv.fgsm(model, x, y, 0.1), y)
+    clean_wrong = lv.attack_error(model, x, y)
+    assert not (certified & (pgd_wrong | fgsm_wrong)).any()
+    assert (~certified).sum() >= pgd_wrong.sum() >= clean_wrong.sum()
+    assert pgd_wrong.sum() > clean_wrong.sum()  # the attack does something on this model
+
+
+@pytest.mark.shared
+def test_max_certified_eps_brackets_the_certificate(mnist_first_1000):
+    net, x, y = mnist_first_1000
+    x = x[:6]
+    tol = 1e-2
+    radius = lv.certified_radius(net, x, tol=tol, eps_max=0.5)
+    assert radius.iterations <= 2 + 10  # log2(1/tol) bisection steps after the bracket
+    pred = radius.labels
+    assert (radius.upper - radius.lower <= tol * radius.upper + 1e-12).all()
+    assert lv.certify(net, x, pred, radius.lower).all()
+    assert lv.certify(net, x, pred, radius.lower * (1 - tol)).all()
+    assert not lv.certify(net, x, pred, radius.upper).any()
+    torch.testing.assert_close(lv.max_certified_eps(net, x, tol=tol, eps_max=0.5), radius.lower)
+
+
+def test_detection_uses_the_predicted_class():
+    model = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+    torch.manual_seed(1)
+    x = torch.rand(5, 3)
+    pred, certified = lv.detect(model, x, 0.0)
+    assert pred.tolist() == model(x).argmax(1).tolist()
+    assert certified.all()  # at ε = 0 the prediction is its own certificate
+    radius = lv.certified_radius(model, x, tol=1e-2)
+    assert (radius.lower > 0).all() and radius.labels.tolist() == pred.tolist()
+
+
+def test_misclassified_examples_have_zero_radius():
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2))
+    with torch.no_grad():
+        model[0].weight.copy_(torch.eye(2))
+        model[0].bias.zero_()
+    x = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    radius = lv.certified_radius(model, x, torch.tensor([1, 1]), tol=1e-3)
+    assert radius.lower[0] == 0 and radius.upper[0] == 0  # wrong at ε = 0
+    assert radius.lower[1] == pytest.approx(0.5, rel=1e-3)  # margin 1 shrinks by 2ε: exact radius 1/2
+    with pytest.raises(ValueError, match="tol"):
+        lv.certified_radius(model, x, tol=0.0)
