@@ -2,11 +2,12 @@
 
 * MNIST-format idx files (MNIST, Fashion-MNIST), gzipped or raw;
 * the UCI HAR text format (561 features per line, labels 1–6);
+* SVHN's cropped-digit ``.mat`` files (``train_32x32.mat``, ``test_32x32.mat``);
 * the 2D toy problem of Appendix B.1.
 
 A data directory is resolved from an argument, then ``$LPVERIFY_DATA``, then
 ``./data``; each dataset lives in a subfolder of it (``mnist``,
-``fashion_mnist``, ``har/UCI HAR Dataset``). :func:`download` fetches MNIST and
+``fashion_mnist``, ``har/UCI HAR Dataset``, ``svhn``). :func:`download` fetches MNIST and
 Fashion-MNIST from their official locations and checks the md5 of every
 decompressed file.
 """
@@ -54,6 +55,7 @@ MIRRORS = {
     "fashion_mnist": ["http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"],
 }
 HAR_SOURCE = "https://archive.ics.uci.edu/dataset/240/human+activity+recognition+using+smartphones"
+SVHN_SOURCE = "http://ufldl.stanford.edu/housenumbers/"
 
 
 class DataError(ValueError):
@@ -200,7 +202,29 @@ def load_dataset(name: str, split: str = "test", root: str | Path | None = None)
         folder = data_dir(root) / "har"
         named = [folder / "UCI HAR Dataset", folder / "UCI_HAR_Dataset"]
         return load_har(next((f for f in named if f.is_dir()), named[0]), split)
-    raise ValueError(f"unknown dataset {name!r}; known: mnist, fashion_mnist, har")
+    if name == "svhn":
+        return load_svhn(data_dir(root) / "svhn", split)
+    raise ValueError(f"unknown dataset {name!r}; known: mnist, fashion_mnist, har, svhn")
+
+
+def load_svhn(root: str | Path, split: str = "test") -> tuple[Tensor, Tensor]:
+    """SVHN cropped digits from ``root/{split}_32x32.mat``: images (n, 3, 32, 32) in [0, 1], labels 0–9 (the file's 10 is 0)."""
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    path = Path(root) / f"{split}_32x32.mat"
+    if not path.is_file():
+        raise FileNotFoundError(f"missing {path}: the SVHN cropped digits (format 2) are at {SVHN_SOURCE}")
+    from scipy.io import loadmat
+
+    try:
+        mat = loadmat(path)
+        images, labels = mat["X"], mat["y"].ravel().astype(np.int64)
+    except Exception as err:
+        raise DataError(f"{path}: not an SVHN .mat file ({err})") from err
+    if images.ndim != 4 or images.shape[:3] != (32, 32, 3) or images.shape[3] != labels.size:
+        raise DataError(f"{path}: images {images.shape} and labels {labels.shape}; expected (32, 32, 3, n) and (n,)")
+    x = torch.from_numpy(np.ascontiguousarray(images.transpose(3, 2, 0, 1)).astype(np.float32) / 255.0)
+    return x, torch.from_numpy(labels % 10)
 
 
 def load_har(root: str | Path, split: str = "test") -> tuple[Tensor, Tensor]:

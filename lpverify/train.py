@@ -220,3 +220,25 @@ def load_checkpoint(model: nn.Module, path: str | Path) -> list[EpochLog]:
     state = torch.load(Path(path), map_location="cpu", weights_only=False)
     model.load_state_dict(state["model"])
     return [EpochLog(**row) for row in state["history"]]
+
+
+def fit_paper_model(
+    name: str, config: TrainConfig, out_dir: str | Path, *, root: str | Path | None = None, progress: bool = True,
+    train_examples: int | None = None,
+) -> tuple[nn.Module, list[EpochLog]]:
+    """A model of the paper's architecture for dataset ``name`` trained with ``config`` in ``out_dir``.
+
+    Seeds the initialisation with ``config.seed``; a rerun resumes (or reuses) the run in ``out_dir``.
+    ``train_examples`` keeps the first examples of the training set only.
+    """
+    from .data import load_dataset
+    from .zoo import INPUT_SHAPES, paper_model
+
+    torch.manual_seed(config.seed)
+    model = paper_model(name)
+    (x, y), (xt, yt) = load_dataset(name, "train", root), load_dataset(name, "test", root)
+    shape = INPUT_SHAPES[name]
+    if train_examples is not None:
+        x, y = x[:train_examples], y[:train_examples]
+    history = train(model, (x.reshape(-1, *shape), y), (xt.reshape(-1, *shape), yt), config, out_dir, progress=progress)
+    return model.eval(), history

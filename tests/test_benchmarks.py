@@ -65,3 +65,12 @@ def test_speed_benchmark_small_run(tmp_path):
     text = out.read_text()
     assert "Certificates are identical at every batch size" in text
     assert "All LP values agree between the two models" in text
+
+
+def test_train_2d_writes_its_log_and_figure_and_reports_failure(tmp_path):
+    train_2d = load_script("train_2d")
+    code = train_2d.main(["--steps", "100", "--results", str(tmp_path), "--figures", str(tmp_path)])
+    rows = list(csv.DictReader((tmp_path / "train_2d.csv").open()))
+    assert {r["robust"] for r in rows} == {"False", "True"} and int(rows[-1]["step"]) == 100
+    assert code == (0 if float(rows[-1]["robust_err"]) == 0.0 else 1)  # exit status follows the robust error
+    assert (tmp_path / "train_2d.png").stat().st_size > 10_000

@@ -123,14 +123,14 @@ def test_max_certified_eps_brackets_the_certificate(mnist_first_1000):
     net, x, y = mnist_first_1000
     x = x[:6]
     tol = 1e-2
-    radius = lv.certified_radius(net, x, tol=tol, eps_max=0.5)
-    assert radius.iterations <= 2 + 10  # log2(1/tol) bisection steps after the bracket
+    radius = lv.certified_radius(net, x, tol=tol, eps_start=0.01, eps_max=0.5)
+    assert radius.iterations <= 1 + 6 + 7  # ε = 0, the doubling bracket, log2(1/tol) bisection steps
     pred = radius.labels
     assert (radius.upper - radius.lower <= tol * radius.upper + 1e-12).all()
     assert lv.certify(net, x, pred, radius.lower).all()
     assert lv.certify(net, x, pred, radius.lower * (1 - tol)).all()
     assert not lv.certify(net, x, pred, radius.upper).any()
-    torch.testing.assert_close(lv.max_certified_eps(net, x, tol=tol, eps_max=0.5), radius.lower)
+    torch.testing.assert_close(lv.max_certified_eps(net, x, tol=tol, eps_start=0.01, eps_max=0.5), radius.lower)
 
 
 def test_detection_uses_the_predicted_class():
@@ -155,3 +155,5 @@ def test_misclassified_examples_have_zero_radius():
     assert radius.lower[1] == pytest.approx(0.5, rel=1e-3)  # margin 1 shrinks by 2ε: exact radius 1/2
     with pytest.raises(ValueError, match="tol"):
         lv.certified_radius(model, x, tol=0.0)
+    far = lv.certified_radius(model, x, torch.tensor([0, 1]), eps_max=0.3)
+    assert far.lower[1] == pytest.approx(0.3) and far.upper[1] == float("inf")  # still certified at eps_max

@@ -145,3 +145,23 @@ def test_har_reader_on_the_real_labels(tmp_path):
     np.testing.assert_allclose(x.numpy(), rows, rtol=1e-5)
     with pytest.raises(FileNotFoundError, match="UCI HAR"):
         load_har(shared_path("data", "har", "UCI_HAR_Dataset"), "test")  # the shared copy has no features
+
+
+def test_svhn_reader_on_a_mat_file(tmp_path):
+    from scipy.io import savemat
+
+    from lpverify.data import DataError, load_dataset
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(32, 32, 3, 5), dtype=np.uint8)
+    labels = np.array([[10], [1], [2], [9], [10]])
+    (tmp_path / "svhn").mkdir()
+    savemat(tmp_path / "svhn" / "test_32x32.mat", {"X": images, "y": labels})
+    x, y = load_dataset("svhn", "test", tmp_path)
+    assert x.shape == (5, 3, 32, 32) and y.tolist() == [0, 1, 2, 9, 0]
+    np.testing.assert_allclose(x[1, 2].numpy(), images[:, :, 2, 1] / 255.0, rtol=1e-6)
+    with pytest.raises(FileNotFoundError, match="SVHN"):
+        load_dataset("svhn", "train", tmp_path)
+    (tmp_path / "svhn" / "train_32x32.mat").write_bytes(b"not a mat file")
+    with pytest.raises(DataError, match="not an SVHN .mat file"):
+        load_dataset("svhn", "train", tmp_path)
