@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 
 import lpverify as lv
+from lpverify.plots import save_figure
 from lpverify.data import data_dir, load_dataset
 from lpverify.io import atomic_write_text, write_csv
 from lpverify.train import TrainConfig, fit_paper_model
@@ -171,9 +172,6 @@ def default_root(given: Path | None) -> Path:
 
 
 def plot(rows: list[Row], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
 
@@ -189,10 +187,7 @@ def plot(rows: list[Row], path: Path) -> None:
         ax.set_title(f"{r.problem}, {'robust' if r.robust else 'standard'}")
     axes[0][0].set_ylabel("error (%)")
     axes[0][0].legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path, dpi=100)
 
 
 if __name__ == "__main__":

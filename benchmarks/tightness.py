@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 import lpverify as lv
+from lpverify.plots import save_figure
 from lpverify.io import write_csv
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -110,9 +111,6 @@ def print_ranges(rows: list[Range]) -> None:
 
 
 def plot_ranges(rows: list[Range], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.patches import Rectangle
 
@@ -138,10 +136,7 @@ def plot_ranges(rows: list[Range], path: Path) -> None:
         ax.set_ylabel("output 2")
     np.atleast_1d(axes)[0].legend(loc="best", fontsize=8)
     fig.suptitle("Bounding boxes of the outputs of a random 2-100-100-100-100-2 network")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 # -- study 2: margins on random networks --------------------------------------------------------

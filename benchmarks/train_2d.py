@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import lpverify as lv
+from lpverify.plots import save_figure
 from lpverify.data import toy_2d
 from lpverify.io import write_csv
 
@@ -65,9 +66,6 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, robust: bool, steps:
 
 
 def plot(models: dict[str, nn.Module], x: torch.Tensor, y: torch.Tensor, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.colors import ListedColormap
     from matplotlib.patches import Rectangle
@@ -90,10 +88,7 @@ def plot(models: dict[str, nn.Module], x: torch.Tensor, y: torch.Tensor, path: P
         ax.set_ylim(0, 1)
         ax.set_aspect("equal")
         ax.set_title(f"{title}: certified robust error {err:.0%} at ε = {EPS}", fontsize=10)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path, dpi=100)
 
 
 def main(argv: list[str] | None = None) -> int:

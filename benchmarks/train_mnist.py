@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 import lpverify as lv
+from lpverify.plots import save_figure
 from lpverify.data import load_dataset
 from lpverify.io import atomic_write_text, write_csv
 from lpverify.train import TrainConfig, fit_paper_model
@@ -35,9 +36,6 @@ RESULTS, FIGURES = ROOT / "benchmarks" / "results", ROOT / "figures"
 
 
 def plot_curves(log: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     epochs = [int(r["epoch"]) for r in log]
@@ -53,16 +51,10 @@ def plot_curves(log: list[dict], path: Path) -> None:
         ax.set_yscale("log")
         ax.legend(fontsize=8)
     fig.suptitle("Robust training on MNIST (ε schedule 0.05 → 0.1 over 50 epochs; robust test metrics at ε = 0.1)")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path, dpi=100)
 
 
 def plot_radii(radii: dict[str, torch.Tensor], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     grid = torch.logspace(-4, 0, 400)
@@ -75,10 +67,7 @@ def plot_radii(radii: dict[str, torch.Tensor], path: Path) -> None:
     ax.set_ylabel("fraction of test images certified at ε")
     ax.set_title("Largest certified ε (predicted class), MNIST test images")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path, dpi=100)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -214,23 +214,12 @@ def certified_radius(
     return CertifiedRadius(lo, hi, iterations, y)
 
 
-def max_certified_eps(
-    net: Network | nn.Module,
-    x: Tensor,
-    y: Tensor | None = None,
-    *,
-    tol: float = 1e-3,
-    eps_start: float = 1e-3,
-    eps_max: float = 1.0,
-    lower: Limit = None,
-    upper: Limit = None,
-    batch_size: int = 32,
-) -> Tensor:
+def max_certified_eps(net: Network | nn.Module, x: Tensor, y: Tensor | None = None, **options) -> Tensor:
     """The largest ε (to relative ``tol``) at which each example is certified, (batch,).
 
     Certified at the returned value; not certified at ``value / (1 − tol)``.
-    See :func:`certified_radius` for the bracket and the iteration count.
+    ``options`` are those of :func:`certified_radius` (tol, eps_start,
+    eps_max, lower, upper, batch_size), which also reports the bracket and
+    the number of iterations.
     """
-    return certified_radius(
-        net, x, y, tol=tol, eps_start=eps_start, eps_max=eps_max, lower=lower, upper=upper, batch_size=batch_size
-    ).lower
+    return certified_radius(net, x, y, **options).lower
