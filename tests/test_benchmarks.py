@@ -74,3 +74,13 @@ def test_train_2d_writes_its_log_and_figure_and_reports_failure(tmp_path):
     assert {r["robust"] for r in rows} == {"False", "True"} and int(rows[-1]["step"]) == 100
     assert code == (0 if float(rows[-1]["robust_err"]) == 0.0 else 1)  # exit status follows the robust error
     assert (tmp_path / "train_2d.png").stat().st_size > 10_000
+
+
+def test_polytope_script_small_run(tmp_path):
+    polytope = load_script("polytope")
+    assert polytope.main(["--networks", "1", "--directions", "16", "--grid", "30",
+                          "--results", str(tmp_path), "--figures", str(tmp_path)]) == 0
+    rows = list(csv.DictReader((tmp_path / "polytope.csv").open()))
+    assert len(rows) == 3 * 16
+    assert all(float(r["sampled"]) <= float(r["lp"]) + 1e-6 <= float(r["dual"]) + 2e-6 for r in rows)
+    assert (tmp_path / "polytope.png").stat().st_size > 10_000
