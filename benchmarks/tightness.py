@@ -1,7 +1,7 @@
 """How tight is each bound? The exact LP vs the dual network vs naive interval bounds.
 
-Two studies on random networks (no downloads), each printing a table and
-writing a CSV under benchmarks/results/ (and a PNG under figures/):
+Three studies, each printing a table and writing a CSV under
+benchmarks/results/ and a PNG under figures/:
 
 1. Output ranges (Appendix B): for a random 2-100-100-100-100-2 network
    (weights N(0, 1/√n_in), biases N(0, 1)) at ε = 0.05, 0.1, 0.25, the range
@@ -10,13 +10,19 @@ writing a CSV under benchmarks/results/ (and a PNG under figures/):
    interval bound.
 2. Margins: for random dense and convolutional networks at several ε, the
    lower bounds on the margins f_y − f_j from interval, dual and LP, with the
-   smallest sampled margin, and the gaps between them.
+   smallest sampled margin, and the gaps between them; the same on the 2D toy
+   networks of Appendix B.1 (trained normally and robustly, briefly).
+3. Figure 11: the exact LP optimum against the dual bound for many LPs (test
+   images × target classes, ε = 0.1) on the paper's robust MNIST model, a
+   randomly initialised model of the same architecture and a normally trained
+   one, with the median and largest gaps. Needs the MNIST test set and the
+   paper's weights (--data, --weights); skipped with a message without them.
 
 Every LP value must lie between its dual bound and the sampled values; the
 script exits with status 1, naming the case, if one does not.
 
     python benchmarks/tightness.py            # default, under two minutes on 2 cores
-    python benchmarks/tightness.py --full     # more networks, inputs and samples
+    python benchmarks/tightness.py --full     # the paper's scale: more networks, images and LPs
 """
 
 from __future__ import annotations
@@ -33,11 +39,15 @@ import torch
 from torch import nn
 
 import lpverify as lv
-from lpverify.plots import save_figure
+from lpverify.data import load_mnist, toy_2d
 from lpverify.io import write_csv
+from lpverify.plots import save_figure
+from lpverify.train import TrainConfig, fit_paper_model, train_full_batch
+from lpverify.zoo import load_paper_model, paper_model
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS, FIGURES = ROOT / "benchmarks" / "results", ROOT / "figures"
+SHARED = ROOT.parent / "shared"
 TOL = 1e-6
 
 
@@ -216,6 +226,80 @@ def print_margin_summary(summary: list[dict[str, object]]) -> None:
         )
 
 
+# -- study 3: Figure 11 -------------------------------------------------------------------------
+
+
+STANDARD_RUN = ROOT / "benchmarks" / "results" / "models" / "standard_mnist"
+
+
+def figure11_models(weights: Path, data: Path, seed: int, train_standard: bool) -> dict[str, nn.Module]:
+    """The paper's robust MNIST model, a random initialisation and a normally trained model.
+
+    The normally trained model (3 epochs, as in table1.py) is trained only when
+    ``train_standard`` is set; otherwise it is used if a finished run is cached.
+    """
+    torch.manual_seed(seed)
+    models = {"robust (paper's weights)": load_paper_model("mnist", weights), "random init": paper_model("mnist").eval()}
+    if train_standard or (STANDARD_RUN / "checkpoint.pt").is_file():
+        models["standard training"], _ = fit_paper_model(
+            "mnist", TrainConfig(epochs=3, robust=False, test_robust_examples=0), STANDARD_RUN, root=data, progress=False)
+    else:
+        print(f"Figure 11: no normally trained model cached in {STANDARD_RUN}; --full (or benchmarks/table1.py) trains it")
+    return models
+
+
+def lp_vs_dual(name: str, model: nn.Module, x: torch.Tensor, eps: float, targets: int = 9) -> list[MarginRow]:
+    """The margin LPs (the first ``targets`` classes other than the predicted one) and their dual bounds."""
+    net = lv.Network.from_torch(model, input_shape=tuple(x.shape[1:]))
+    ball = lv.LinfBall(x.double(), eps)
+    with torch.no_grad():
+        y = net(ball.center).argmax(1)
+        C = lv.margin_objectives(y, 10).double()
+        bounds = lv.dual_bounds(net, ball)
+        J = lv.dual_objective(net, ball, C, bounds)
+    rows = []
+    for b in range(x.shape[0]):
+        model_lp = lv.build_lp(net, ball.select(b), bounds.select(b))
+        crossing = int(bounds.select(b).n_crossing().sum())
+        for j in [j for j in range(10) if j != int(y[b])][:targets]:
+            lp = model_lp.solve(C[b, j])
+            check(lp.optimal, f"{name} image {b} target {j}: LP not optimal ({lp.status})")
+            check(float(J[b, j]) <= lp.value + TOL, f"{name} image {b} target {j}: dual {float(J[b, j])} above LP {lp.value}")
+            rows.append(MarginRow(name, eps, b, j, float("nan"), lp.value, float(J[b, j]), float("nan"), crossing))
+    return rows
+
+
+def gap_summary(rows: list[MarginRow]) -> list[dict[str, object]]:
+    out = []
+    for name in dict.fromkeys(r.network for r in rows):
+        group = [r for r in rows if r.network == name]
+        gaps = np.array([r.lp - r.dual for r in group])
+        rel = gaps / np.maximum(np.abs([r.lp for r in group]), 1e-12)
+        out.append({"model": name, "n_lps": len(group), "crossing": float(np.mean([r.crossing for r in group])),
+                    "median_abs_gap": float(np.median(gaps)), "max_abs_gap": float(gaps.max()),
+                    "median_rel_gap": float(np.median(rel)), "max_rel_gap": float(rel.max()),
+                    "frac_gap_below_1e-6": float((gaps < 1e-6).mean())})
+    return out
+
+
+def plot_figure11(rows: list[MarginRow], path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    names = list(dict.fromkeys(r.network for r in rows))
+    fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 4), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        lp = np.array([r.lp for r in rows if r.network == name])
+        dual = np.array([r.dual for r in rows if r.network == name])
+        lim = (min(lp.min(), dual.min()), max(lp.max(), dual.max()))
+        ax.plot(lim, lim, color="0.6", lw=0.8)
+        ax.scatter(lp, dual, s=8, alpha=0.7)
+        ax.set_xlabel("exact LP optimum")
+        ax.set_ylabel("dual bound J (Theorem 1)")
+        ax.set_title(f"{name} ({len(lp)} LPs)", fontsize=10)
+    fig.suptitle("MNIST, ε = 0.1: margin lower bounds, LP against dual (the dual is never above the diagonal)")
+    save_figure(fig, path, dpi=100)
+
+
 # -- main ---------------------------------------------------------------------------------------
 
 
@@ -225,6 +309,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="seed of the random networks and inputs")
     parser.add_argument("--results", type=Path, default=RESULTS, help="folder for the CSV files")
     parser.add_argument("--figures", type=Path, default=FIGURES, help="folder for the PNG files")
+    parser.add_argument("--data", type=Path, default=SHARED / "data", help="data directory holding mnist/ (Figure 11)")
+    parser.add_argument("--weights", type=Path, default=SHARED / "models" / "wong_kolter_2018" / "mnist.pth")
     args = parser.parse_args(argv)
     start = time.perf_counter()
 
@@ -260,6 +346,12 @@ def main(argv: list[str] | None = None) -> int:
     x = torch.rand(n_examples, *shape, generator=gen, dtype=torch.float64)
     for eps in (0.01, 0.02, 0.05):
         margins += margin_study("conv 1x12x12 (paper-like)", net, x, eps, n_samples)
+    toy_x, toy_y = toy_2d(12, 0.16, seed=4)
+    toy_steps = 3000 if args.full else 300
+    for name, robust in (("toy 2D, standard", False), ("toy 2D, robust", True)):
+        toy = lv.zoo.toy_2d_network(args.seed)
+        train_full_batch(toy, toy_x, toy_y, robust=robust, eps=0.08, steps=toy_steps, log_every=toy_steps)
+        margins += margin_study(f"{name} ({toy_steps} steps)", lv.Network.from_torch(toy), toy_x.double(), 0.08, n_samples)
     summary = summarise_margins(margins)
     print("\nLower bounds on the margins f_y − f_j (y the predicted class), averaged over examples and targets;"
           "\n'sampled' is the smallest margin seen at sampled points (an upper bound on the true minimum)\n")
@@ -267,10 +359,30 @@ def main(argv: list[str] | None = None) -> int:
     write_csv(args.results / "tightness_margins.csv", [r.__dict__ for r in margins], list(MarginRow.__dataclass_fields__))
     write_csv(args.results / "tightness_margins_summary.csv", summary, list(summary[0]))
 
-    n_lps = len(margins) + 2 * len({(r.eps, r.output) for r in ranges})
+    # Study 3: Figure 11.
+    fig11: list[MarginRow] = []
+    if args.data.joinpath("mnist").is_dir() and args.weights.is_file():
+        x_test, _ = load_mnist(args.data / "mnist", "test")
+        for name, model in figure11_models(args.weights, args.data, args.seed, train_standard=args.full).items():
+            cheap = name.startswith("robust")  # ~150 crossing units; the others have ~3800 and need interior point
+            n, targets = (100, 9) if args.full else ((10, 9) if cheap else (1, 3))
+            fig11 += lp_vs_dual(name, model, x_test[:n], 0.1, targets)
+        gaps = gap_summary(fig11)
+        print("\nFigure 11: the exact LP against the dual bound, MNIST margins at ε = 0.1\n")
+        print(f"{'model':<26}{'LPs':>5}{'crossing':>10}{'median gap':>12}{'max gap':>10}{'median rel':>12}{'max rel':>10}{'<1e-6':>8}")
+        for g in gaps:
+            print(f"{g['model']:<26}{g['n_lps']:>5}{g['crossing']:>10.0f}{g['median_abs_gap']:>12.2e}{g['max_abs_gap']:>10.2e}"
+                  f"{g['median_rel_gap']:>12.2e}{g['max_rel_gap']:>10.2e}{g['frac_gap_below_1e-6']:>8.0%}")
+        write_csv(args.results / "tightness_figure11.csv", [r.__dict__ for r in fig11], list(MarginRow.__dataclass_fields__))
+        write_csv(args.results / "tightness_figure11_summary.csv", gaps, list(gaps[0]))
+        plot_figure11(fig11, args.figures / "tightness_figure11.png")
+    else:
+        print(f"\nFigure 11 skipped: needs {args.data / 'mnist'} and {args.weights} (pass --data and --weights)")
+
+    n_lps = len(margins) + len(fig11) + 2 * len({(r.eps, r.output) for r in ranges})
     print(f"\nEvery LP lies between its dual bound and the sampled values ({n_lps} LPs). "
           f"Wrote {args.results.relative_to(ROOT) if args.results.is_relative_to(ROOT) else args.results}/tightness_*.csv "
-          f"and the figure tightness_output_ranges.png in {time.perf_counter() - start:.1f} s.")
+          f"and the figures tightness_*.png in {time.perf_counter() - start:.1f} s.")
     return 0
 
 

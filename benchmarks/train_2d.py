@@ -23,46 +23,16 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 import lpverify as lv
 from lpverify.plots import save_figure
 from lpverify.data import toy_2d
 from lpverify.io import write_csv
+from lpverify.train import train_full_batch
 
 ROOT = Path(__file__).resolve().parents[1]
 EPS = 0.08
-
-
-def toy_network(seed: int) -> nn.Sequential:
-    torch.manual_seed(seed)
-    widths = [2, 100, 100, 100, 100, 2]
-    layers: list[nn.Module] = []
-    for i, (a, b) in enumerate(zip(widths, widths[1:])):
-        layers += [nn.Linear(a, b), nn.ReLU()] if i < len(widths) - 2 else [nn.Linear(a, b)]
-    return nn.Sequential(*layers)
-
-
-def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, robust: bool, steps: int, lr: float) -> list[dict]:
-    """Full-batch Adam on the standard or the robust loss; logs every 100 steps."""
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    log = []
-    for step in range(1, steps + 1):
-        if robust:
-            loss, _ = lv.robust_loss(model, x, y, EPS)
-        else:
-            loss = F.cross_entropy(model(x), y)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        if step % 100 == 0 or step == steps:
-            with torch.no_grad():
-                r_loss, r_err = lv.robust_loss(model, x, y, EPS)
-                err = float((model(x).argmax(1) != y).float().mean())
-            log.append({"robust": robust, "step": step, "loss": float(loss.detach()), "err": err,
-                        "robust_loss": float(r_loss), "robust_err": float(r_err)})
-    return log
 
 
 def plot(models: dict[str, nn.Module], x: torch.Tensor, y: torch.Tensor, path: Path) -> None:
@@ -107,8 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     models, log = {}, []
     for name, robust in (("standard training", False), ("robust training", True)):
         start = time.perf_counter()
-        models[name] = toy_network(args.seed)
-        log += fit(models[name], x, y, robust, args.steps, args.lr)
+        models[name] = lv.zoo.toy_2d_network(args.seed)
+        log += train_full_batch(models[name], x, y, robust=robust, eps=EPS, steps=args.steps, lr=args.lr)
         final = log[-1]
         print(f"{name:<18} {args.steps} steps in {time.perf_counter() - start:5.1f} s: error {final['err']:.0%}, "
               f"certified robust error {final['robust_err']:.0%} at ε = {EPS}", flush=True)

@@ -242,3 +242,23 @@ def fit_paper_model(
         x, y = x[:train_examples], y[:train_examples]
     history = train(model, (x.reshape(-1, *shape), y), (xt.reshape(-1, *shape), yt), config, out_dir, progress=progress)
     return model.eval(), history
+
+
+def train_full_batch(
+    model: nn.Module, x: Tensor, y: Tensor, *, robust: bool, eps: float, steps: int, lr: float = 1e-3, log_every: int = 100
+) -> list[dict[str, float]]:
+    """Full-batch Adam on the standard or the robust loss (the 2D toy of Appendix B.1); logs every ``log_every`` steps."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    log = []
+    for step in range(1, steps + 1):
+        loss = robust_loss(model, x, y, eps)[0] if robust else F.cross_entropy(model(x), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if step % log_every == 0 or step == steps:
+            with torch.no_grad():
+                r_loss, r_err = robust_loss(model, x, y, eps)
+                err = float((model(x).argmax(1) != y).float().mean())
+            log.append({"robust": robust, "step": step, "loss": float(loss.detach()), "err": err,
+                        "robust_loss": float(r_loss), "robust_err": float(r_err)})
+    return log

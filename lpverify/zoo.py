@@ -47,6 +47,16 @@ def random_mlp(widths: list[int], seed: int, bias_std: float = 1.0) -> nn.Sequen
     return nn.Sequential(*layers)
 
 
+def toy_2d_network(seed: int) -> nn.Sequential:
+    """The 2-100-100-100-100-2 network of Appendix B.1 with PyTorch's default initialisation, seeded."""
+    torch.manual_seed(seed)
+    widths = [2, 100, 100, 100, 100, 2]
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(widths, widths[1:])):
+        layers += [nn.Linear(a, b), nn.ReLU()] if i < len(widths) - 2 else [nn.Linear(a, b)]
+    return nn.Sequential(*layers)
+
+
 def paper_model(name: str) -> nn.Sequential:
     """An untrained model of the paper's architecture for ``name`` (mnist, fashion_mnist, svhn, har)."""
     if name in ("mnist", "fashion_mnist"):

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+import lpverify as lv
 from conftest import shared_path
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
@@ -25,7 +26,7 @@ def load_script(name: str):
 
 def test_tightness_default_run_writes_tables_and_figure(tmp_path, capsys):
     tightness = load_script("tightness")
-    assert tightness.main(["--results", str(tmp_path), "--figures", str(tmp_path)]) == 0
+    assert tightness.main(["--results", str(tmp_path), "--figures", str(tmp_path), "--data", str(tmp_path)]) == 0
     ranges = list(csv.DictReader((tmp_path / "tightness_output_ranges.csv").open()))
     assert {r["method"] for r in ranges} == {"sampled", "lp", "dual", "interval"}
     by = {(r["eps"], r["output"], r["method"]): (float(r["lower"]), float(r["upper"])) for r in ranges}
@@ -37,7 +38,26 @@ def test_tightness_default_run_writes_tables_and_figure(tmp_path, capsys):
     margins = list(csv.DictReader((tmp_path / "tightness_margins.csv").open()))
     assert all(float(m["dual"]) <= float(m["lp"]) + 1e-6 <= float(m["sampled"]) + 2e-6 for m in margins)
     assert (tmp_path / "tightness_output_ranges.png").stat().st_size > 10_000
-    assert "Every LP lies between its dual bound and the sampled values" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "Every LP lies between its dual bound and the sampled values" in out
+    assert "Figure 11 skipped: needs" in out  # no MNIST in tmp_path
+    toy = [m for m in margins if m["network"].startswith("toy 2D")]
+    assert len(toy) == 2 * 12  # both toy networks, one margin per point
+
+
+@pytest.mark.shared
+def test_figure11_lp_against_dual_on_the_paper_model(tmp_path):
+    from lpverify.data import load_mnist
+
+    tightness = load_script("tightness")
+    model = lv.zoo.load_paper_model("mnist", shared_path("models", "wong_kolter_2018", "mnist.pth"))
+    x, _ = load_mnist(shared_path("data", "mnist"), "test")
+    rows = tightness.lp_vs_dual("robust", model, x[:2], 0.1, targets=3)
+    assert len(rows) == 6 and all(r.dual <= r.lp + 1e-6 for r in rows)
+    summary = tightness.gap_summary(rows)[0]
+    assert summary["n_lps"] == 6 and 0 <= summary["median_abs_gap"] <= summary["max_abs_gap"]
+    tightness.plot_figure11(rows, tmp_path / "f11.png")
+    assert (tmp_path / "f11.png").stat().st_size > 10_000
 
 
 def test_tightness_refuses_a_dual_bound_above_the_lp(monkeypatch):
@@ -78,9 +98,10 @@ def test_train_2d_writes_its_log_and_figure_and_reports_failure(tmp_path):
 
 def test_polytope_script_small_run(tmp_path):
     polytope = load_script("polytope")
-    assert polytope.main(["--networks", "1", "--directions", "16", "--grid", "30",
+    assert polytope.main(["--networks", "1", "--directions", "16", "--grid", "30", "--toy-steps", "20",
                           "--results", str(tmp_path), "--figures", str(tmp_path)]) == 0
     rows = list(csv.DictReader((tmp_path / "polytope.csv").open()))
-    assert len(rows) == 3 * 16
+    assert len(rows) == 3 * 16 + 12 * 16
+    assert (tmp_path / "polytope_toy.png").stat().st_size > 10_000
     assert all(float(r["sampled"]) <= float(r["lp"]) + 1e-6 <= float(r["dual"]) + 2e-6 for r in rows)
     assert (tmp_path / "polytope.png").stat().st_size > 10_000
