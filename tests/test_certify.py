@@ -158,3 +158,17 @@ def test_misclassified_examples_have_zero_radius():
         lv.certified_radius(model, x, tol=0.0)
     far = lv.certified_radius(model, x, torch.tensor([0, 1]), eps_max=0.3)
     assert far.lower[1] == pytest.approx(0.3) and far.upper[1] == float("inf")  # still certified at eps_max
+
+
+def test_a_nan_bound_is_never_a_certificate():
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+    with torch.no_grad():
+        model[2].weight.zero_()
+        model[2].bias.copy_(torch.tensor([1.0, 0.0]))  # class 0 wins by 1 everywhere: certifiable
+    x, y = torch.rand(3, 3), torch.zeros(3, dtype=torch.long)
+    assert lv.certify(model, x, y, 0.1).all()
+    with torch.no_grad():
+        model[0].weight[1, 2] = float("nan")
+    assert not lv.certify(model, x, y, 0.1).any()
+    _, err = lv.robust_loss(model, x, y, 0.1)
+    assert float(err) == 1.0
