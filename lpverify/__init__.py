@@ -14,7 +14,7 @@ Public API (re-exported names only)::
 
 from . import data, zoo
 from .bounds import Bounds, interval_bounds, interval_objective
-from .attacks import attack_error, fgsm, pgd
+from .attacks import attack_error, fgsm, pgd, predict
 from .certify import CertifiedRadius, certified_radius, certify, detect, margin_bounds, max_certified_eps, robust_loss
 from .dual import dual_bounds, dual_objective, relu_slope
 from .lp import CvxpyLP, HighsLP, LPResult, build_lp, solve_lp
@@ -46,6 +46,7 @@ __all__ = [
     "margin_objectives",
     "max_certified_eps",
     "pgd",
+    "predict",
     "relu_slope",
     "robust_loss",
     "solve_lp",

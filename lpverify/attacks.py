@@ -82,8 +82,12 @@ def pgd(
     return x_adv
 
 
+def predict(model: Model, x: Tensor, batch_size: int = 500) -> Tensor:
+    """The predicted class of each input, (batch,), evaluated in chunks without gradients."""
+    with torch.no_grad():
+        return torch.cat([model(x[i : i + batch_size]).argmax(1) for i in range(0, x.shape[0], batch_size)])
+
+
 def attack_error(model: Model, x_adv: Tensor, y: Tensor, batch_size: int = 500) -> Tensor:
     """Whether each adversarial input is misclassified, (batch,) bool."""
-    with torch.no_grad():
-        pred = torch.cat([model(x_adv[i : i + batch_size]).argmax(1) for i in range(0, x_adv.shape[0], batch_size)])
-    return pred != y
+    return predict(model, x_adv, batch_size) != y

@@ -71,12 +71,6 @@ class Bounds:
             index = slice(index, index + 1)
         return Bounds(tuple(t[index] for t in self.lower), tuple(t[index] for t in self.upper))
 
-    def detach(self) -> "Bounds":
-        return Bounds(tuple(t.detach() for t in self.lower), tuple(t.detach() for t in self.upper))
-
-    def to(self, *args, **kwargs) -> "Bounds":
-        return Bounds(tuple(t.to(*args, **kwargs) for t in self.lower), tuple(t.to(*args, **kwargs) for t in self.upper))
-
     def contains(self, pre_activations: list[Tensor], tol: float = 0.0) -> bool:
         """Whether the given ẑ_2..ẑ_k (each (batch, n, *shape)) lie within the bounds."""
         return all(

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .attacks import predict
 from .dual import dual_bounds, dual_objective
 from .network import Network
 from .sets import LinfBall
@@ -135,8 +136,7 @@ def detect(
     Returns (predicted class (batch,), certified (batch,) bool).
     """
     net = as_network(net, tuple(x.shape[1:]))
-    with torch.no_grad():
-        pred = torch.cat([net(x[i : i + batch_size]).argmax(1) for i in range(0, x.shape[0], batch_size)])
+    pred = predict(net, x, batch_size)
     return pred, certify(net, x, pred, eps, lower=lower, upper=upper, batch_size=batch_size)
 
 
@@ -182,8 +182,7 @@ def certified_radius(
         raise ValueError(f"need 0 < eps_start <= eps_max, got {eps_start} and {eps_max}")
     net = as_network(net, tuple(x.shape[1:]))
     if y is None:
-        with torch.no_grad():
-            y = torch.cat([net(x[i : i + batch_size]).argmax(1) for i in range(0, x.shape[0], batch_size)])
+        y = predict(net, x, batch_size)
 
     def certified(eps: Tensor) -> Tensor:
         return certify(net, x, y, eps, lower=lower, upper=upper, batch_size=batch_size)

@@ -318,8 +318,3 @@ def _bounds_from_columns(
         lower = lower + (c @ (-flat).clamp(min=0)).view_as(lower)
         upper = upper - (c @ flat.clamp(min=0)).view_as(upper)
     return lower, upper
-
-
-def column_count(bounds: Bounds, n_inputs: int) -> int:
-    """Columns Algorithm 1 propagates for these bounds (batch maximum per layer): a cost measure."""
-    return n_inputs + sum(int(bounds.crossing(i).flatten(1).sum(1).max()) for i in range(len(bounds) - 1))

@@ -33,6 +33,13 @@ def shared_path(*parts: str) -> Path:
     return path
 
 
+def assert_bounds_close(a, b, rtol: float, atol: float) -> None:
+    """Two Bounds agree layer by layer (b is moved to a's device and dtype)."""
+    assert len(a) == len(b)
+    for x, y in zip(a.lower + a.upper, b.lower + b.upper):
+        torch.testing.assert_close(x, y.to(x), rtol=rtol, atol=atol)
+
+
 def random_mlp(widths: list[int], seed: int, bias_scale: float = 0.5) -> nn.Sequential:
     """Dense ReLU net with the given layer widths, weights N(0, 1/n_in)."""
     from lpverify.zoo import random_mlp as zoo_random_mlp

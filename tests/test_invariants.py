@@ -44,7 +44,7 @@ def test_weak_duality_and_soundness_chain(case, data):
 
 @settings(max_examples=10)
 @given(case=any_case(batch=1))
-def test_lp_over_interval_bounds_is_below_lp_over_dual_where_dual_is_tighter(case):
+def test_tighter_bounds_give_a_tighter_lp(case):
     """Tighter (intersected) bounds give a smaller relaxation: LP(intersection) ≥ LP(interval)."""
     net, ball = case.net, case.ball
     with torch.no_grad():
