@@ -10,46 +10,72 @@ Public API (re-exported names only)::
     J = lv.dual_objective(net, ball, c, b)   # Theorem 1, (batch, m)
     r = lv.solve_lp(net, ball, c, b)         # eq. 19, one example
     ok = lv.certify(net, x, y, eps)          # Corollary 1
+
+    J = lv.optimize_alpha(net, ball, c, b)   # Theorem 1, optimised slopes
+    b = lv.lp_bounds(net, ball)              # LP-all
+    r = lv.solve_milp(net, ball, c, b)       # exact (MATH.md §6)
+    v = lv.verify(net, ball, c, method="lp") # verdicts by any method
+    net = lv.Network.from_onnx("net.onnx"); prop = lv.read_vnnlib("prop.vnnlib")
 """
 
 from . import data, zoo
 from .bounds import Bounds, interval_bounds, interval_objective
 from .attacks import attack_error, fgsm, pgd, predict
 from .certify import CertifiedRadius, certified_radius, certify, detect, margin_bounds, max_certified_eps, robust_loss
-from .dual import dual_bounds, dual_objective, relu_slope
+from .dual import dual_bounds, dual_objective, optimize_alpha, relu_slope
 from .lp import CvxpyLP, HighsLP, LPResult, build_lp, solve_lp
+from .lpall import lp_bounds
+from .milp import MILPResult, build_milp, solve_milp
 from .network import AffineBlock, Network
-from .sets import LinfBall
-from .specs import margin_objectives
+from .sets import Ball, LinfBall, LpBall
+from .specs import margin_objectives, robustness_objectives
+from .verify import METHODS, Verdict, objective_bounds, verify, verify_property
+from .vnnlib import VnnlibError, VnnlibProperty, read_vnnlib
 
 __all__ = [
     "AffineBlock",
-    "CertifiedRadius",
-    "Bounds",
-    "CvxpyLP",
-    "HighsLP",
-    "LPResult",
-    "LinfBall",
-    "Network",
     "attack_error",
+    "Ball",
+    "Bounds",
     "build_lp",
+    "build_milp",
     "certified_radius",
+    "CertifiedRadius",
     "certify",
+    "CvxpyLP",
     "data",
     "detect",
     "dual_bounds",
     "dual_objective",
     "fgsm",
+    "HighsLP",
     "interval_bounds",
     "interval_objective",
+    "LinfBall",
+    "lp_bounds",
+    "LpBall",
+    "LPResult",
     "margin_bounds",
     "margin_objectives",
     "max_certified_eps",
+    "METHODS",
+    "MILPResult",
+    "Network",
+    "objective_bounds",
+    "optimize_alpha",
     "pgd",
     "predict",
+    "read_vnnlib",
     "relu_slope",
     "robust_loss",
+    "robustness_objectives",
     "solve_lp",
+    "solve_milp",
+    "Verdict",
+    "verify",
+    "verify_property",
+    "VnnlibError",
+    "VnnlibProperty",
     "zoo",
 ]
 __version__ = "0.1.0"

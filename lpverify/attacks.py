@@ -91,3 +91,56 @@ def predict(model: Model, x: Tensor, batch_size: int = 500) -> Tensor:
 def attack_error(model: Model, x_adv: Tensor, y: Tensor, batch_size: int = 500) -> Tensor:
     """Whether each adversarial input is misclassified, (batch,) bool."""
     return predict(model, x_adv, batch_size) != y
+
+
+def pgd_objective(
+    model: Model,
+    lower: Tensor,
+    upper: Tensor,
+    c: Tensor,
+    d: Tensor | None = None,
+    *,
+    steps: int = 100,
+    restarts: int = 5,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Search the box [lower, upper] for a point where some row ``c_rᵀ f(z) + d_r`` is smallest.
+
+    A falsifier for the properties of :func:`lpverify.verify`: signed
+    gradient descent on ``min_r c_rᵀ f(z) + d_r`` with a step of a tenth of
+    the box's largest half-width decaying linearly, from the box centre and
+    ``restarts − 1`` random starts. Every iterate is evaluated; the best one
+    is kept.
+
+    Args:
+        model: the network; ``lower``/``upper``: the box, (batch, *input_shape).
+        c: objectives (batch, m, n_out); ``d``: offsets (batch, m), default 0.
+
+    Returns:
+        the best point (batch, *input_shape) and its objective value (batch,).
+    """
+    if steps < 0 or restarts < 1:
+        raise ValueError(f"need steps >= 0 and restarts >= 1, got {steps} and {restarts}")
+    d = torch.zeros(c.shape[:2], dtype=lower.dtype, device=lower.device) if d is None else d.to(lower)
+    c = c.to(lower)
+
+    def objective(z: Tensor) -> Tensor:
+        return ((c * model(z).unsqueeze(1)).sum(-1) + d).min(1).values
+
+    width = ((upper - lower) / 2).flatten(1).max(1).values.view(-1, *([1] * (lower.ndim - 1)))
+    best = (lower + upper) / 2
+    with torch.no_grad():
+        best_value = objective(best)
+    for start in range(restarts):
+        z = best.clone() if start == 0 else lower + torch.rand(lower.shape, generator=generator, dtype=lower.dtype).to(lower.device) * (upper - lower)
+        for step in range(steps + 1):
+            with torch.enable_grad():
+                z = z.detach().requires_grad_(True)
+                value = objective(z)
+                (grad,) = torch.autograd.grad(value.sum(), z)
+            better = value.detach() < best_value
+            best = torch.where(better.view(-1, *([1] * (lower.ndim - 1))), z.detach(), best)
+            best_value = torch.where(better, value.detach(), best_value)
+            size = 0.1 * width * (1 - step / (steps + 1))
+            z = torch.minimum(torch.maximum(z.detach() - size * grad.sign(), lower), upper)
+    return best, best_value

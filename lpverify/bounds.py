@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from .network import Network
-from .sets import LinfBall
+from .sets import Ball, LinfBall
 
 
 @dataclass(frozen=True)
@@ -79,7 +79,7 @@ class Bounds:
         )
 
 
-def check_compatible(net: Network, ball: LinfBall) -> None:
+def check_compatible(net: Network, ball: Ball) -> None:
     """Raise a ValueError naming the mismatch between a network and an input set."""
     if ball.shape != net.input_shape:
         raise ValueError(
@@ -87,18 +87,35 @@ def check_compatible(net: Network, ball: LinfBall) -> None:
         )
 
 
-def interval_bounds(net: Network, ball: LinfBall) -> Bounds:
+def basis_spread(ball: Ball, basis: Tensor) -> Tensor:
+    """``max_{z∈B} (W_1 (z − mid))_j`` from the columns ``basis = W_1 e_p``, shape (n_in, *s_2) → (batch, *s_2).
+
+    ``Σ_p rad_p |W_1 e_p|`` for an l_inf ball and ``ε ‖W_1ᵀ e_j‖_q`` for an
+    l_p ball: exact, the first layer's bounds by any method.
+    """
+    if isinstance(ball, LinfBall):
+        return (ball.rad.flatten(1) @ basis.abs().flatten(1)).view(-1, *basis.shape[1:])
+    norms = ball.dual_norm(basis, dim=0)
+    return ball.eps.view(-1, *([1] * norms.ndim)) * norms
+
+
+def interval_bounds(net: Network, ball: Ball) -> Bounds:
     """Naive layer-wise bounds (Appendix B): push a box through every layer.
 
     For ``ẑ = Wz + b`` with z in the box of midpoint m and radius r, ẑ lies in
     the box of midpoint ``Wm + b`` and radius ``|W| r``; the ReLU maps
-    [ℓ, u] to [ℓ⁺, u⁺]. Differentiable in the network parameters.
+    [ℓ, u] to [ℓ⁺, u⁺]. An l_p ball's first layer takes the exact radius of
+    :func:`basis_spread`. Differentiable in the network parameters.
     """
     check_compatible(net, ball)
     lower, upper = [], []
     mid, rad = ball.mid, ball.rad
-    for block in net.blocks:
-        mid, rad = block(mid), block.abs_linear(rad)
+    for i, block in enumerate(net.blocks):
+        if i == 0 and not isinstance(ball, LinfBall):
+            eye = torch.eye(block.in_features, dtype=mid.dtype, device=mid.device).view(-1, *block.in_shape)
+            mid, rad = block(mid), basis_spread(ball, block.linear(eye))
+        else:
+            mid, rad = block(mid), block.abs_linear(rad)
         lo, hi = mid - rad, mid + rad
         lower.append(lo)
         upper.append(hi)
@@ -107,7 +124,7 @@ def interval_bounds(net: Network, ball: LinfBall) -> Bounds:
     return Bounds(tuple(lower), tuple(upper))
 
 
-def interval_objective(net: Network, ball: LinfBall, c: Tensor, bounds: Bounds | None = None) -> Tensor:
+def interval_objective(net: Network, ball: Ball, c: Tensor, bounds: Bounds | None = None) -> Tensor:
     """The naive layer-wise lower bound on ``cᵀ f(z)`` over the ball, (batch, m) for c (batch, m, n_out).
 
     The last hidden layer's post-activations lie in the box ``[ℓ⁺, u⁺]`` of
@@ -119,12 +136,12 @@ def interval_objective(net: Network, ball: LinfBall, c: Tensor, bounds: Bounds |
         raise ValueError(f"objective c must have shape (batch, m, n_out), got {tuple(c.shape)}")
     bounds = interval_bounds(net, ball) if bounds is None else bounds
     last = net.blocks[-1]
-    if len(net.blocks) == 1:
-        lo, hi = ball.lo, ball.hi
-    else:
-        lo, hi = bounds.lower[-2].clamp(min=0), bounds.upper[-2].clamp(min=0)
     batch, m = c.shape[:2]
-    c = c.to(lo)
+    c = c.to(ball.mid)
+    if len(net.blocks) == 1:  # min over the ball itself: cᵀb − h(−Wᵀc)
+        v = last.transpose(c.reshape(batch * m, *last.out_shape)).reshape(batch, m, *ball.shape)
+        return c @ last.bias(c).flatten() - ball.support(-v)
+    lo, hi = bounds.lower[-2].clamp(min=0), bounds.upper[-2].clamp(min=0)
     v = last.transpose(c.reshape(batch * m, *last.out_shape)).reshape(batch, m, -1)  # Wᵀc
     mid, rad = ((hi + lo) / 2).flatten(1).unsqueeze(1), ((hi - lo) / 2).flatten(1).unsqueeze(1)
     return (v * mid).sum(-1) - (v.abs() * rad).sum(-1) + c @ last.bias(c).flatten()

@@ -18,15 +18,15 @@ from __future__ import annotations
 
 import weakref
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from .bounds import Bounds, check_compatible
+from .bounds import Bounds, basis_spread, check_compatible
 from .network import AffineBlock, Dense, Network
-from .sets import LinfBall
+from .sets import Ball
 
 # Upper limit on the elements of one chunk pushed through a block at once.
 CHUNK_ELEMENTS = 1 << 24
@@ -45,7 +45,7 @@ def relu_slope(lower: Tensor, upper: Tensor) -> Tensor:
     return torch.where(positive, up / torch.where(positive, den, torch.ones_like(den)), torch.zeros_like(den))
 
 
-def _check_objective(net: Network, ball: LinfBall, c: Tensor) -> None:
+def _check_objective(net: Network, ball: Ball, c: Tensor) -> None:
     if c.ndim != 3 or c.shape[0] != ball.batch_size or c.shape[2] != net.n_outputs:
         raise ValueError(
             f"objective c must have shape (batch, m, n_out) = ({ball.batch_size}, m, {net.n_outputs}), "
@@ -55,7 +55,7 @@ def _check_objective(net: Network, ball: LinfBall, c: Tensor) -> None:
         raise ValueError("objective c contains NaN or inf")
 
 
-def _check_bounds(net: Network, ball: LinfBall, bounds: Bounds) -> None:
+def _check_bounds(net: Network, ball: Ball, bounds: Bounds) -> None:
     if len(bounds) < len(net.blocks) - 1:
         raise ValueError(f"bounds cover {len(bounds)} layers but the network has {len(net.blocks) - 1} hidden layers")
     for i, shape in enumerate(net.hidden_shapes):
@@ -68,7 +68,7 @@ def _check_bounds(net: Network, ball: LinfBall, bounds: Bounds) -> None:
 
 def dual_objective(
     net: Network,
-    ball: LinfBall,
+    ball: Ball,
     c: Tensor,
     bounds: Bounds,
     alpha: Sequence[Tensor] | None = None,
@@ -129,7 +129,7 @@ def _broadcast_alpha(a: Tensor, batch: int, shape: tuple[int, ...]) -> Tensor:
     return a
 
 
-def dual_bounds(net: Network, ball: LinfBall) -> Bounds:
+def dual_bounds(net: Network, ball: Ball) -> Bounds:
     """Layer-wise bounds of Algorithm 1 (eq. 9–10) for every pre-activation, logits included.
 
     The relaxed network L (every ReLU replaced by its slope D, eq. 7) is run
@@ -157,7 +157,7 @@ def dual_bounds(net: Network, ball: LinfBall) -> Bounds:
     rad = ball.rad.flatten(1)  # (B, n_in)
 
     offset = first(ball.mid)
-    spread = (rad @ basis.abs().flatten(1)).view_as(offset)
+    spread = basis_spread(ball, basis)
     lower, upper = [offset - spread], [offset + spread]
 
     cols_in: Tensor | None = None  # (B, n_in, *s_m), materialised after the first ReLU
@@ -166,10 +166,10 @@ def dual_bounds(net: Network, ball: LinfBall) -> Bounds:
         lo, up = lower[-1], upper[-1]
         slope = relu_slope(lo, up)
         if cols_in is None:
-            cols_in, spread = _push_input_columns(block, slope, basis, rad, _input_coloring(net))
+            cols_in, spread = _push_input_columns(block, slope, basis, rad, _input_coloring(net), ball.dual_norm)
         else:
             cols_in = _push(block, slope, cols_in)
-            spread = cols_in.abs().sum(1)
+            spread = ball.dual_norm(cols_in, 1)
         relu_cols = [(coef, _push(block, slope, cols)) for coef, cols in relu_cols]
         new = _crossing_units(lo, up, slope)
         if new is not None:
@@ -241,26 +241,32 @@ def _greedy_coloring(net: Network) -> _Coloring | None:
 
 
 def _push_input_columns(
-    block: AffineBlock, slope: Tensor, basis: Tensor, rad: Tensor, coloring: _Coloring | None
+    block: AffineBlock,
+    slope: Tensor,
+    basis: Tensor,
+    rad: Tensor,
+    coloring: _Coloring | None,
+    dual_norm: Callable[[Tensor, int], Tensor],
 ) -> tuple[Tensor, Tensor]:
     """The radius-scaled input identity after the first ReLU, ``W_2 D_2 W_1 diag(rad)``.
 
-    Returns the columns (B, n_in, *s_3) and their absolute sum over columns
-    (B, *s_3); with a colouring the sum comes from the packed columns, which
-    hold the same entries.
+    Returns the columns (B, n_in, *s_3) and their dual norm over columns
+    (B, *s_3), the input set's term of eq. 10; with a colouring the norm comes
+    from the packed columns, which hold the same entries (one per column and
+    unit), so any entrywise norm is unchanged.
     """
     batch, n_in = rad.shape
     if coloring is None:
         scale = rad.view(batch, n_in, *([1] * len(block.out_shape)))
         cols = _push(block, slope, basis.unsqueeze(0)) * scale
-        return cols, cols.abs().sum(1)
+        return cols, dual_norm(cols, 1)
     members = coloring.members.to(rad.device)
     zero_row = torch.zeros(1, dtype=rad.dtype, device=rad.device)
     rad_g = torch.cat([rad, zero_row.expand(batch, 1)], 1)[:, members]  # (B, G, m)
     basis_g = torch.cat([basis.flatten(1), zero_row.expand(1, basis[0].numel())])[members]  # (G, m, n_2)
     packed = (rad_g.transpose(0, 1) @ basis_g).transpose(0, 1)  # Σ_{p of colour g} rad_p W_1 e_p: (B, G, n_2)
     out = _push(block, slope, packed.view(batch, coloring.n_colors, *basis.shape[1:])).flatten(2)
-    spread = out.abs().sum(1).view(batch, *block.out_shape)
+    spread = dual_norm(out, 1).view(batch, *block.out_shape)
     # One gather splits the colours: entry (p, j) reads out[colour(p), j] or a zero slot.
     out = torch.cat([out.flatten(1), out.new_zeros(batch, 1)], 1)
     cols = out[:, coloring.unpack.to(rad.device)]
@@ -318,3 +324,52 @@ def _bounds_from_columns(
         lower = lower + (c @ (-flat).clamp(min=0)).view_as(lower)
         upper = upper - (c @ flat.clamp(min=0)).view_as(upper)
     return lower, upper
+
+
+def optimize_alpha(
+    net: Network,
+    ball: Ball,
+    c: Tensor,
+    bounds: Bounds,
+    *,
+    steps: int = 50,
+    lr: float = 0.05,
+) -> Tensor:
+    """``max_α J(c, α)`` over slopes α ∈ [0, 1] of the crossing units (Theorem 1 with free α).
+
+    Every α ∈ [0, 1] gives a valid lower bound (MATH.md §3), so this is a
+    sound tightening of :func:`dual_objective`. Each objective gets its own
+    slopes, shape (B, m, *s_i) per hidden layer, warm-started at the paper's
+    α = u/(u − ℓ) and improved by Adam ascent on J projected back to [0, 1].
+    The best iterate of every objective is kept, so the result is never below
+    ``dual_objective(net, ball, c, bounds)``. The bounds of the hidden layers
+    stay fixed and no gradient reaches the network parameters.
+
+    Returns:
+        the best J found, shape (B, m), detached.
+    """
+    if steps < 0:
+        raise ValueError(f"steps must be >= 0, got {steps}")
+    bounds = Bounds(tuple(t.detach() for t in bounds.lower), tuple(t.detach() for t in bounds.upper))
+    with torch.no_grad():
+        best = dual_objective(net, ball, c, bounds)
+    batch, m = best.shape
+    alphas = [
+        relu_slope(lo, up).unsqueeze(1).expand(batch, m, *lo.shape[1:]).clone().requires_grad_(True)
+        for lo, up in bounds.hidden
+    ]
+    if not alphas or steps == 0:
+        return best
+    optimizer = torch.optim.Adam(alphas, lr=lr)
+    for _ in range(steps):
+        value = dual_objective(net, ball, c, bounds, alphas)
+        best = torch.maximum(best, value.detach())
+        grads = torch.autograd.grad(-value.sum(), alphas)  # only α's gradients, none on the parameters
+        for a, g in zip(alphas, grads):
+            a.grad = g
+        optimizer.step()
+        with torch.no_grad():
+            for a in alphas:
+                a.clamp_(0.0, 1.0)
+    with torch.no_grad():
+        return torch.maximum(best, dual_objective(net, ball, c, bounds, alphas))

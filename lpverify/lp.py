@@ -36,7 +36,7 @@ from torch import Tensor
 
 from .bounds import Bounds, check_compatible
 from .network import Network
-from .sets import LinfBall
+from .sets import Ball, LinfBall
 
 BACKENDS = ("highs", "cvxpy")
 SOLVERS = ("simplex", "ipm")
@@ -105,7 +105,7 @@ class _Layer:
         object.__setattr__(self, "cross", ~neg & ~pos)
 
 
-def _one_example(net: Network, ball: LinfBall, bounds: Bounds) -> tuple[np.ndarray, np.ndarray, list[_Layer]] | str:
+def _one_example(net: Network, ball: Ball, bounds: Bounds) -> tuple[np.ndarray, np.ndarray, list[_Layer]] | str:
     """Box and per-layer bounds as float64 numpy, or the reason they cannot make an LP."""
     check_compatible(net, ball)
     if ball.batch_size != 1 or bounds.batch_size != 1:
@@ -138,12 +138,85 @@ def _objective(net: Network, c: np.ndarray | Tensor) -> np.ndarray:
     return c
 
 
+@dataclass(frozen=True)
+class CrossingExpr:
+    """The crossing units I of one hidden layer, with their pre-activations in terms of v.
+
+    ``ẑ_I = expr @ v + offset``, where v is the vector of free variables of
+    :func:`eliminate_stable` and ``columns`` are the variables z of these units.
+    """
+
+    units: np.ndarray  # flat indices of I in the layer
+    columns: np.ndarray  # index in v of each unit's post-activation z
+    expr: sp.csr_matrix  # (|I|, n_var)
+    offset: np.ndarray  # (|I|,)
+    lower: np.ndarray  # ℓ_I
+    upper: np.ndarray  # u_I
+
+
+@dataclass(frozen=True)
+class Eliminated:
+    """A network with its stable units eliminated (MATH.md §2, §6).
+
+    The free variables are ``v = (z_1, z of the crossing units of layer 1, of
+    layer 2, ...)``, ``n_var`` in all, the input first. ``crossing`` gives, per
+    hidden layer, the affine expressions of the crossing units' ẑ; the logits
+    are ``ẑ_k = out_map @ v + out_offset``. Exact for any assignment of the
+    crossing units' z only if the bounds are valid (I⁻ really off, I⁺ really on).
+    """
+
+    n_input: int
+    n_var: int
+    crossing: tuple[CrossingExpr, ...]
+    out_map: sp.csr_matrix  # (n_out, n_var)
+    out_offset: np.ndarray  # (n_out,)
+
+
+def eliminate_stable(mats: list[tuple[sp.csr_matrix, np.ndarray]], layers: list[_Layer]) -> Eliminated:
+    """Substitute the stable units: I⁻ gives z = 0, I⁺ passes its expression on (z = ẑ).
+
+    ``mats`` are the exact (W_i, b_i) of :meth:`Network.sparse`; ``layers`` the
+    hidden layers' bounds. Each crossing unit gets one new variable z, so both
+    the LP (the triangle, §2) and the MILP (§6) add only rows on crossing units.
+    """
+    n_in = mats[0][0].shape[1]
+    post = sp.identity(n_in, format="csr")  # z_1 = x, as a map from v
+    post_offset = np.zeros(n_in)
+    n_var = n_in
+    parts: list[tuple[np.ndarray, np.ndarray, sp.csr_matrix, np.ndarray, np.ndarray, np.ndarray]] = []
+    for (w, b), layer in zip(mats[:-1], layers):
+        # Expressions of the units not in I⁻ only: nothing reads the others.
+        active = np.flatnonzero(~layer.neg)
+        expr = (w[active] @ post).tocsr()  # ẑ_active = expr v + offset
+        offset = w[active] @ post_offset + b[active]
+        cross = np.flatnonzero(layer.cross)
+        in_active = np.flatnonzero(layer.cross[active])  # rows of expr that cross
+        new_vars = n_var + np.arange(cross.size)
+        n_var += cross.size
+        expr.resize(expr.shape[0], n_var)
+        parts.append((cross, new_vars, expr[in_active], offset[in_active], layer.lower[cross], layer.upper[cross]))
+        # z of this layer as a map from v: ẑ on I⁺, the new variable on I, 0 on I⁻.
+        on = layer.pos[active]
+        n_units = layer.pos.size
+        keep = sp.csr_matrix((np.ones(on.sum()), (active[on], np.flatnonzero(on))), shape=(n_units, active.size))
+        chosen = sp.csr_matrix((np.ones(cross.size), (cross, new_vars)), shape=(n_units, n_var))
+        post = (keep @ expr + chosen).tocsr()
+        post_offset = np.zeros(n_units)
+        post_offset[active[on]] = offset[on]
+    crossing = []
+    for units, columns, expr, offset, lower, upper in parts:
+        expr.resize(expr.shape[0], n_var)  # earlier layers' expressions were built before later variables existed
+        crossing.append(CrossingExpr(units, columns, expr, offset, lower, upper))
+    w_out, b_out = mats[-1]
+    return Eliminated(n_in, n_var, tuple(crossing), (w_out @ post).tocsr(), w_out @ post_offset + b_out)
+
+
 class _LPModel:
     """What both builds share: input checks, the invalid-bounds verdict, build-time accounting."""
 
     backend = ""
 
-    def _prepare(self, net: Network, ball: LinfBall, bounds: Bounds) -> tuple[np.ndarray, np.ndarray, list[_Layer]] | None:
+    def _prepare(self, net: Network, ball: Ball, bounds: Bounds) -> tuple[np.ndarray, np.ndarray, list[_Layer]] | None:
         """The box and layers of the example, or None (with ``self.invalid`` set) if no LP can be built."""
         self._start = time.perf_counter()
         self.net = net
@@ -194,68 +267,45 @@ class HighsLP(_LPModel):
     ):
         if solver is not None and solver not in SOLVERS:
             raise ValueError(f"unknown LP solver {solver!r}; choose one of {SOLVERS}")
+        if not isinstance(ball, LinfBall):
+            raise TypeError(
+                f"the direct HiGHS model takes an LinfBall; an l{ball.p} ball needs the conic model (backend='cvxpy')"
+            )
         import highspy
 
         prepared = self._prepare(net, ball, bounds)
         if prepared is None:
             return
         lo, hi, layers = prepared
-        mats = net.sparse()
-
-        n_in = lo.size
-        col_lo, col_hi = [lo], [hi]
-        post = sp.identity(n_in, format="csr")  # z_1 = x, as a map from v
-        post_offset = np.zeros(n_in)
-        n_var = n_in
+        elim = eliminate_stable(net.sparse(), layers)
+        n_var = elim.n_var
+        # Two faces per crossing unit, z ≥ ẑ and z ≤ d (ẑ − ℓ) with d = u/(u − ℓ) (z ≥ 0 is a bound).
         face_rows: list[sp.csr_matrix] = []
         row_lo, row_hi = [], []
         self._layers = layers
         self._crossing: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (units, first face row, d)
         n_row = 0
-        for (w, b), layer in zip(mats[:-1], layers):
-            # Expressions of the units not in I⁻ only: nothing reads the others.
-            active = np.flatnonzero(~layer.neg)
-            expr = (w[active] @ post).tocsr()  # ẑ_active = expr v + offset
-            offset = w[active] @ post_offset + b[active]
-            cross = np.flatnonzero(layer.cross)
-            in_active = np.flatnonzero(layer.cross[active])  # rows of expr that cross
-            new_vars = n_var + np.arange(cross.size)
-            n_var += cross.size
-            expr.resize(expr.shape[0], n_var)
-            col_lo.append(np.zeros(cross.size))
-            col_hi.append(np.full(cross.size, np.inf))
-            # The faces, with z the new variable and ẑ its expression.
-            select = sp.csr_matrix((np.ones(cross.size), (np.arange(cross.size), new_vars)), shape=(cross.size, n_var))
-            d = layer.upper[cross] / (layer.upper[cross] - layer.lower[cross])
-            e_cross = expr[in_active]
-            face_rows += [(select - e_cross).tocsr(), (select - sp.diags(d) @ e_cross).tocsr()]
-            row_lo += [offset[in_active], np.full(cross.size, -np.inf)]
-            row_hi += [np.full(cross.size, np.inf), d * (offset[in_active] - layer.lower[cross])]
-            self._crossing.append((cross, n_row + np.arange(cross.size), d))
-            n_row += 2 * cross.size
-            # z of this layer as a map from v: ẑ on I⁺, the new variable on I, 0 on I⁻.
-            on = layer.pos[active]
-            n_units = layer.pos.size
-            keep = sp.csr_matrix((np.ones(on.sum()), (active[on], np.flatnonzero(on))), shape=(n_units, active.size))
-            chosen = sp.csr_matrix((np.ones(cross.size), (cross, new_vars)), shape=(n_units, n_var))
-            post = (keep @ expr + chosen).tocsr()
-            post_offset = np.zeros(n_units)
-            post_offset[active[on]] = offset[on]
-
-        w_out, b_out = mats[-1]
-        self._out_map = (w_out @ post).tocsr()  # ẑ_k = out_map v + out_offset
-        self._out_offset = w_out @ post_offset + b_out
+        for cr in elim.crossing:
+            n_cross = cr.units.size
+            select = sp.csr_matrix((np.ones(n_cross), (np.arange(n_cross), cr.columns)), shape=(n_cross, n_var))
+            d = cr.upper / (cr.upper - cr.lower)
+            face_rows += [(select - cr.expr).tocsr(), (select - sp.diags(d) @ cr.expr).tocsr()]
+            row_lo += [cr.offset, np.full(n_cross, -np.inf)]
+            row_hi += [np.full(n_cross, np.inf), d * (cr.offset - cr.lower)]
+            self._crossing.append((cr.units, n_row + np.arange(n_cross), d))
+            n_row += 2 * n_cross
+        self._out_map, self._out_offset = elim.out_map, elim.out_offset  # ẑ_k = out_map v + out_offset
         self.n_col, self.n_row = n_var, n_row
-        for m in face_rows:  # earlier layers' rows were built before later variables existed
-            m.resize(m.shape[0], n_var)
         a = sp.vstack(face_rows, format="csc") if face_rows else sp.csc_matrix((0, n_var))
+        col_lo = np.concatenate([lo, np.zeros(n_var - lo.size)])
+        col_hi = np.concatenate([hi, np.full(n_var - lo.size, np.inf)])
 
         inf = highspy.kHighsInf
         model = highspy.HighsLp()
         model.num_col_, model.num_row_ = n_var, n_row
         model.col_cost_ = np.zeros(n_var)
-        model.col_lower_ = np.clip(np.concatenate(col_lo), -inf, inf)
-        model.col_upper_ = np.clip(np.concatenate(col_hi), -inf, inf)
+        model.col_lower_ = np.clip(col_lo, -inf, inf)
+        model.col_upper_ = np.clip(col_hi, -inf, inf)
         model.row_lower_ = np.clip(np.concatenate(row_lo), -inf, inf) if row_lo else np.zeros(0)
         model.row_upper_ = np.clip(np.concatenate(row_hi), -inf, inf) if row_hi else np.zeros(0)
         model.a_matrix_.format_ = highspy.MatrixFormat.kColwise
@@ -326,9 +376,13 @@ class HighsLP(_LPModel):
 
 
 class CvxpyLP(_LPModel):
-    """eq. 19 for one example written plainly in CVXPY, one variable per unit, solved with HiGHS."""
+    """eq. 19 for one example written plainly in CVXPY, one variable per unit.
 
-    def __init__(self, net: Network, ball: LinfBall, bounds: Bounds):
+    An l_inf or l1 ball keeps it an LP, solved with HiGHS; an l2 ball makes it
+    a second-order cone program, solved with Clarabel.
+    """
+
+    def __init__(self, net: Network, ball: Ball, bounds: Bounds):
         import cvxpy as cp
 
         prepared = self._prepare(net, ball, bounds)
@@ -340,6 +394,11 @@ class CvxpyLP(_LPModel):
         self.z_in = cp.Variable(lo.size)
         z = self.z_in
         constraints = [z >= lo, z <= hi]
+        self.solver = cp.HIGHS
+        if not isinstance(ball, LinfBall):  # ‖z − x‖_p ≤ ε on top of its bounding box
+            center = ball.center.detach().cpu().double().numpy().ravel()
+            constraints.append(cp.norm(z - center, ball.p) <= float(ball.eps[0]))
+            self.solver = cp.HIGHS if ball.p == 1 else cp.CLARABEL
         self._equalities = []
         for (w, b), layer in zip(mats[:-1], layers):
             zhat = cp.Variable(b.size)
@@ -373,7 +432,7 @@ class CvxpyLP(_LPModel):
         self.c.value = c
         start = time.perf_counter()
         try:
-            self.problem.solve(solver=cp.HIGHS)
+            self.problem.solve(solver=self.solver)
         except cp.error.SolverError as err:
             return _failed(f"solver error: {err}", "cvxpy", time.perf_counter() - start, build)
         elapsed = time.perf_counter() - start
@@ -391,8 +450,14 @@ class CvxpyLP(_LPModel):
         )
 
 
-def build_lp(net: Network, ball: LinfBall, bounds: Bounds, backend: str = "highs") -> HighsLP | CvxpyLP:
-    """The LP of one example, ready to ``solve(c)`` for many objectives."""
+def build_lp(net: Network, ball: Ball, bounds: Bounds, backend: str | None = None) -> HighsLP | CvxpyLP:
+    """The LP of one example, ready to ``solve(c)`` for many objectives.
+
+    ``backend`` None picks the direct HiGHS model for an l_inf ball and the
+    CVXPY model (the only one that takes l1 and l2 balls) otherwise.
+    """
+    if backend is None:
+        backend = "highs" if isinstance(ball, LinfBall) else "cvxpy"
     if backend == "highs":
         return HighsLP(net, ball, bounds)
     if backend == "cvxpy":
@@ -402,10 +467,10 @@ def build_lp(net: Network, ball: LinfBall, bounds: Bounds, backend: str = "highs
 
 def solve_lp(
     net: Network,
-    ball: LinfBall,
+    ball: Ball,
     c: np.ndarray | Tensor,
     bounds: Bounds,
-    backend: str = "highs",
+    backend: str | None = None,
 ) -> LPResult | list[LPResult]:
     """Solve eq. 19 for one example (``ball`` and ``bounds`` of batch 1).
 

@@ -427,6 +427,13 @@ class Network:
         blocks.append(_make_block(ops))
         return cls(blocks)
 
+    @classmethod
+    def from_onnx(cls, path: str, input_shape: Sequence[int] | None = None) -> "Network":
+        """Read a chain-structured ReLU network from an ONNX file (see :func:`lpverify.onnx_import.load_onnx`)."""
+        from .onnx_import import load_onnx
+
+        return load_onnx(path, input_shape)
+
 
 def _flatten_sequential(module: nn.Module) -> list[nn.Module]:
     if isinstance(module, nn.Sequential):

@@ -1,11 +1,21 @@
 """Input sets B(x) (MATH.md §1) and their support functions h (Theorem 1).
 
-Every set is batch-first: one set per example. The bound methods read only
-``lo``/``hi`` (the bounding box, for interval bounds and the LP) and
-``support`` (for the dual objective J).
+Every set is batch-first: one set per example. The bound methods read
+
+* ``lo``/``hi``: the bounding box (the LP's variable bounds, the MILP);
+* ``mid``/``rad`` and ``dual_norm``: the set is ``mid + {δ : ‖δ / rad‖_p ≤ 1}``,
+  so ``max_{z∈B} vᵀz = vᵀmid + ‖rad ⊙ v‖_q`` with q the dual exponent
+  (1/p + 1/q = 1). This is the support function h of Theorem 1, and what the
+  interval and dual bounds push through the first layer.
+
+:class:`LinfBall` (the paper's threat model, optionally clamped to a box) and
+:class:`LpBall` (p = 1 or 2) share that interface; ``Ball`` is either.
 """
 
 from __future__ import annotations
+
+import math
+from typing import Union
 
 import torch
 from torch import Tensor
@@ -36,6 +46,17 @@ def _as_limit(value: float | Tensor | None, like: Tensor, name: str) -> Tensor |
         raise ValueError(f"{name} of shape {tuple(t.shape)} does not broadcast to the input shape {tuple(like.shape)}") from err
 
 
+def _check_center(center: Tensor) -> None:
+    if not isinstance(center, Tensor):
+        raise TypeError(f"center must be a torch.Tensor, got {type(center).__name__}")
+    if center.ndim < 2:
+        raise ValueError(f"center must be batch-first (batch, *input_shape), got shape {tuple(center.shape)}")
+    if not center.is_floating_point():
+        raise TypeError(f"center must be a floating-point tensor, got {center.dtype}")
+    if not torch.isfinite(center).all():
+        raise ValueError("center contains NaN or inf")
+
+
 class LinfBall:
     """``{z : ‖z − x‖_∞ ≤ ε, lower ≤ z ≤ upper}`` for each example of a batch.
 
@@ -58,14 +79,7 @@ class LinfBall:
         lower: float | Tensor | None = None,
         upper: float | Tensor | None = None,
     ):
-        if not isinstance(center, Tensor):
-            raise TypeError(f"center must be a torch.Tensor, got {type(center).__name__}")
-        if center.ndim < 2:
-            raise ValueError(f"center must be batch-first (batch, *input_shape), got shape {tuple(center.shape)}")
-        if not center.is_floating_point():
-            raise TypeError(f"center must be a floating-point tensor, got {center.dtype}")
-        if not torch.isfinite(center).all():
-            raise ValueError("center contains NaN or inf")
+        _check_center(center)
         self.center = center
         self.eps = _as_batch_eps(eps, center.shape[0], center)
         self.lower = _as_limit(lower, center, "lower")
@@ -99,6 +113,13 @@ class LinfBall:
         clamp = "" if self.lower is None and self.upper is None else ", clamped"
         return f"LinfBall(batch={self.batch_size}, shape={self.shape}{clamp})"
 
+    p = math.inf
+
+    @staticmethod
+    def dual_norm(v: Tensor, dim: int) -> Tensor:
+        """``‖v‖₁`` along ``dim``: the dual of the l_inf norm."""
+        return v.abs().sum(dim)
+
     def support(self, v: Tensor) -> Tensor:
         """``h(v) = max_{z∈B} vᵀz = vᵀmid + |v|ᵀrad`` for v of shape (batch, m, *shape) → (batch, m)."""
         mid, rad = self.mid.unsqueeze(1), self.rad.unsqueeze(1)
@@ -131,3 +152,94 @@ class LinfBall:
         """Whether each point of z (batch, n, *shape) lies in the set; (batch, n) bool."""
         inside = (z >= self.lo.unsqueeze(1) - tol) & (z <= self.hi.unsqueeze(1) + tol)
         return inside.flatten(2).all(-1)
+
+
+class LpBall:
+    """``{z : ‖z − x‖_p ≤ ε}`` for p = 1 or 2, one ball per example (MATH.md §1).
+
+    The support function is ``h(v) = xᵀv + ε‖v‖_q`` with q the dual exponent
+    (∞ for p = 1, 2 for p = 2), which is all the dual bounds need. The LP over
+    an l2 ball is a second-order cone program (``backend="cvxpy"``). The
+    bounding box ``[x − ε, x + ε]`` is exposed as ``lo``/``hi``; it contains
+    the ball and is only used where a box is enough to be sound.
+
+    Args:
+        center: x, shape (batch, *input_shape), finite.
+        eps: a scalar or one radius per example, shape (batch,); ε ≥ 0.
+        p: 1 or 2 (use :class:`LinfBall` for p = ∞).
+    """
+
+    def __init__(self, center: Tensor, eps: float | Tensor, p: float = 2):
+        _check_center(center)
+        if p == math.inf:
+            raise ValueError("LpBall takes p = 1 or p = 2; use LinfBall for p = inf")
+        if p not in (1, 2):
+            raise ValueError(f"LpBall supports p = 1 or p = 2, got p = {p}")
+        self.center = center
+        self.p = int(p)
+        self.q = math.inf if self.p == 1 else 2.0
+        self.eps = _as_batch_eps(eps, center.shape[0], center)
+        radius = self.eps.view(-1, *([1] * (center.ndim - 1)))
+        self.mid, self.rad = center, radius.expand_as(center)
+        self.lo, self.hi = center - radius, center + radius
+        self.lower = self.upper = None
+
+    @property
+    def batch_size(self) -> int:
+        return self.center.shape[0]
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """The input shape, without the batch dimension."""
+        return tuple(self.center.shape[1:])
+
+    def __repr__(self) -> str:
+        return f"LpBall(p={self.p}, batch={self.batch_size}, shape={self.shape})"
+
+    def dual_norm(self, v: Tensor, dim: int) -> Tensor:
+        """``‖v‖_q`` along ``dim``, q the dual exponent of p."""
+        return torch.linalg.vector_norm(v, ord=self.q, dim=dim)
+
+    def support(self, v: Tensor) -> Tensor:
+        """``h(v) = vᵀx + ε‖v‖_q`` for v of shape (batch, m, *shape) → (batch, m)."""
+        linear = (v * self.center.unsqueeze(1)).flatten(2).sum(-1)
+        return linear + self.eps.unsqueeze(1) * self.dual_norm(v.flatten(2), dim=-1)
+
+    def select(self, index: int | slice | Tensor) -> "LpBall":
+        """The ball of some examples (an int keeps a batch of one)."""
+        if isinstance(index, int):
+            index = slice(index, index + 1)
+        return LpBall(self.center[index], self.eps[index], self.p)
+
+    def sample(self, n: int, *, vertices: bool = False, generator: torch.Generator | None = None) -> Tensor:
+        """n points of the ball per example, shape (batch, n, *shape).
+
+        Uniform in the ball, or (``vertices=True``) on its boundary: the
+        corners ``x ± ε e_i`` for p = 1, uniform on the sphere for p = 2.
+        """
+        batch, dims = self.batch_size, math.prod(self.shape)
+        opts = {"generator": generator, "dtype": self.center.dtype}
+        if self.p == 1 and vertices:
+            axis = torch.randint(dims, (batch, n), generator=generator)
+            sign = torch.randint(2, (batch, n), generator=generator) * 2 - 1
+            u = torch.zeros(batch, n, dims, dtype=self.center.dtype).scatter_(2, axis.unsqueeze(2), sign.unsqueeze(2).to(self.center.dtype))
+        elif self.p == 1:
+            # Uniform in the l1 ball: the first dims of a normalised vector of dims+1 exponentials, random signs.
+            e = -torch.log(torch.rand(batch, n, dims + 1, **opts).clamp(min=1e-300))
+            sign = torch.randint(2, (batch, n, dims), generator=generator) * 2 - 1
+            u = e[..., :dims] / e.sum(-1, keepdim=True) * sign
+        else:
+            g = torch.randn(batch, n, dims, **opts)
+            u = g / torch.linalg.vector_norm(g, dim=-1, keepdim=True).clamp(min=1e-300)
+            if not vertices:
+                u = u * torch.rand(batch, n, 1, **opts) ** (1.0 / dims)
+        u = u.to(self.center.device).view(batch, n, *self.shape)
+        return self.center.unsqueeze(1) + self.eps.view(-1, 1, *([1] * len(self.shape))) * u
+
+    def contains(self, z: Tensor, tol: float = 0.0) -> Tensor:
+        """Whether each point of z (batch, n, *shape) lies in the ball; (batch, n) bool."""
+        dist = torch.linalg.vector_norm((z - self.center.unsqueeze(1)).flatten(2), ord=self.p, dim=-1)
+        return dist <= self.eps.unsqueeze(1) + tol
+
+
+Ball = Union[LinfBall, LpBall]

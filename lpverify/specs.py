@@ -21,3 +21,14 @@ def margin_objectives(y: Tensor, n_classes: int) -> Tensor:
         raise ValueError(f"labels must lie in [0, {n_classes}), got range [{int(y.min())}, {int(y.max())}]")
     eye = torch.eye(n_classes, device=y.device)
     return eye[y].unsqueeze(1) - eye.unsqueeze(0)
+
+
+def robustness_objectives(y: Tensor, n_classes: int) -> Tensor:
+    """The rows ``e_y − e_t`` for every t ≠ y, shape (batch, n_classes − 1, n_classes).
+
+    :func:`margin_objectives` without its zero row: the property "the class
+    stays y" is ``c_tᵀ f(z) > 0`` for every row (see :func:`lpverify.verify`).
+    """
+    c = margin_objectives(y, n_classes)
+    keep = ~torch.eye(n_classes, dtype=torch.bool, device=y.device)[y]  # (batch, n_classes)
+    return c[keep].view(len(y), n_classes - 1, n_classes)

@@ -88,3 +88,44 @@ def load_paper_model(name: str, path: str | Path) -> nn.Sequential:
 def paper_network(name: str, path: str | Path) -> Network:
     """``Network`` of the paper's model ``name`` with the weights at ``path``."""
     return Network.from_torch(load_paper_model(name, path), input_shape=INPUT_SHAPES[name])
+
+
+def load_network(path: str | Path, arch: str | None = None, input_shape: tuple[int, ...] | None = None) -> Network:
+    """A ``Network`` from a model file, whatever form it takes.
+
+    * ``.onnx`` (or ``.onnx.gz``): imported with :meth:`Network.from_onnx`.
+    * a torch state_dict: needs ``arch``, one of the paper's architectures
+      (:data:`INPUT_SHAPES`), e.g. the weights in ../shared/models.
+    * an lpverify training checkpoint (``lpverify.train``): also needs ``arch``.
+    * a saved ``nn.Sequential`` (``torch.save(model)``): unpickled, so only
+      load files you trust; a convolutional first layer needs ``input_shape``
+      or ``arch``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"model file not found: {path}")
+    if path.name.lower().endswith((".onnx", ".onnx.gz")):
+        return Network.from_onnx(path)
+    if arch is not None and arch not in INPUT_SHAPES:
+        raise ValueError(f"unknown architecture {arch!r}; choose one of {sorted(INPUT_SHAPES)}")
+    shape = input_shape or (INPUT_SHAPES[arch] if arch else None)
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as err:
+            raise ValueError(f"{path}: not a torch model, state_dict or ONNX file ({err})") from err
+    if isinstance(obj, nn.Module):
+        return Network.from_torch(obj.eval(), input_shape=shape)
+    if isinstance(obj, dict):
+        state = obj.get("model", obj) if isinstance(obj.get("model"), dict) else obj
+        if arch is None:
+            raise ValueError(f"{path} holds a state_dict: name its architecture (arch=, --arch) among {sorted(INPUT_SHAPES)}")
+        model = paper_model(arch)
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as err:
+            raise ValueError(f"{path}: weights do not fit the paper's {arch} architecture: {err}") from err
+        return Network.from_torch(model.eval(), input_shape=INPUT_SHAPES[arch])
+    raise ValueError(f"{path}: holds a {type(obj).__name__}, not a model or a state_dict")

@@ -57,3 +57,12 @@ def sampled_pre_activations(case: Case, n: int = 300) -> list[torch.Tensor]:
     batch, m = pts.shape[:2]
     pre = case.net.pre_activations(pts.flatten(0, 1))
     return [z.view(batch, m, *z.shape[1:]) for z in pre]
+
+
+@st.composite
+def lp_ball_cases(draw, batch: int = 2) -> Case:
+    """A dense or conv case whose input set is an l1 or l2 ball of the same centre."""
+    case = draw(any_case(batch=batch))
+    p = draw(st.sampled_from([1, 2]))
+    eps = draw(st.sampled_from([0.05, 0.3, 1.0]))
+    return Case(case.net, lv.LpBall(case.ball.center, eps, p), case.seed)

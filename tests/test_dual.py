@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 import lpverify as lv
 from lpverify import dual
 from conftest import assert_bounds_close, random_convnet, random_mlp
-from strategies import any_case, conv_cases, dense_cases, sampled_pre_activations
+from strategies import any_case, conv_cases, dense_cases, lp_ball_cases, sampled_pre_activations
 
 
 def eye_objectives(net, batch, dtype=torch.float64):
@@ -172,3 +172,70 @@ def test_cuda_bounds_equal_cpu_bounds():
     assert gpu.lower[0].is_cuda
     assert_bounds_close(cpu, gpu, rtol=1e-9, atol=1e-9)
     torch.testing.assert_close(J, cpu.lower[-1], rtol=1e-9, atol=1e-9)
+
+
+@given(case=lp_ball_cases())
+def test_lp_ball_bounds_contain_every_sampled_pre_activation(case):
+    with torch.no_grad():
+        dual, interval = lv.dual_bounds(case.net, case.ball), lv.interval_bounds(case.net, case.ball)
+        reached = sampled_pre_activations(case)
+    assert dual.contains(reached, tol=1e-9) and interval.contains(reached, tol=1e-9)
+    torch.testing.assert_close(dual.lower[0], interval.lower[0], rtol=0, atol=1e-12)
+
+
+@given(case=lp_ball_cases())
+def test_lp_ball_algorithm1_equals_theorem1_on_the_logits(case):
+    with torch.no_grad():
+        bounds = lv.dual_bounds(case.net, case.ball)
+        c = eye_objectives(case.net, case.ball.batch_size)
+        lower = lv.dual_objective(case.net, case.ball, c, bounds)
+        upper = -lv.dual_objective(case.net, case.ball, -c, bounds)
+    torch.testing.assert_close(lower, bounds.lower[-1], rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(upper, bounds.upper[-1], rtol=1e-9, atol=1e-9)
+
+
+def test_lp_ball_of_a_linear_map_is_exact():
+    """One affine layer: the bounds are xᵀw + b ± ε‖w‖_q, attained in the ball."""
+    w = torch.tensor([[3.0, -4.0]], dtype=torch.float64)
+    model = torch.nn.Linear(2, 1).double()
+    with torch.no_grad():
+        model.weight.copy_(w)
+        model.bias.fill_(1.0)
+    net = lv.Network.from_torch(torch.nn.Sequential(model))
+    x = torch.tensor([[0.5, 0.25]], dtype=torch.float64)
+    for p, dual_norm in ((1, 4.0), (2, 5.0)):
+        b = lv.dual_bounds(net, lv.LpBall(x, 0.1, p))
+        torch.testing.assert_close(b.lower[0], torch.tensor([[1.5 - 1.0 + 1.0 - 0.1 * dual_norm]], dtype=torch.float64))
+        torch.testing.assert_close(b.upper[0], torch.tensor([[1.5 - 1.0 + 1.0 + 0.1 * dual_norm]], dtype=torch.float64))
+
+
+@given(case=any_case(batch=2), data=st.data())
+def test_optimized_alpha_never_falls_below_the_paper_slopes_and_stays_sound(case, data):
+    seed = data.draw(st.integers(0, 2**20))
+    gen = torch.Generator().manual_seed(seed)
+    c = torch.randn(case.ball.batch_size, 3, case.net.n_outputs, generator=gen, dtype=torch.float64)
+    with torch.no_grad():
+        bounds = lv.dual_bounds(case.net, case.ball)
+        J = lv.dual_objective(case.net, case.ball, c, bounds)
+        logits = sampled_pre_activations(case)[-1].flatten(2)
+        values = torch.einsum("bmo,bno->bmn", c, logits)
+    J_opt = lv.optimize_alpha(case.net, case.ball, c, bounds, steps=20)
+    assert J_opt.shape == J.shape and not J_opt.requires_grad
+    assert (J_opt >= J).all()
+    assert (J_opt.unsqueeze(-1) <= values + 1e-9).all()
+
+
+def test_optimized_alpha_improves_a_loose_bound_and_leaves_parameters_alone():
+    model = random_mlp([4, 20, 20, 3], seed=3)
+    net = lv.Network.from_torch(model)
+    x = torch.rand(2, 4, generator=torch.Generator().manual_seed(0))
+    ball = lv.LinfBall(x, 0.5)
+    bounds = lv.dual_bounds(net, ball)
+    c = lv.margin_objectives(torch.tensor([0, 1]), 3).to(x)
+    J = lv.dual_objective(net, ball, c, bounds).detach()
+    J_opt = lv.optimize_alpha(net, ball, c, bounds, steps=30)
+    assert (J_opt - J).max() > 1e-3  # the fixed slopes are not optimal on a net with many crossing units
+    assert all(p.grad is None for p in model.parameters())
+    assert torch.equal(lv.optimize_alpha(net, ball, c, bounds, steps=0), J)
+    with pytest.raises(ValueError, match="steps"):
+        lv.optimize_alpha(net, ball, c, bounds, steps=-1)

@@ -69,3 +69,48 @@ def test_select_keeps_one_example():
 def test_bad_input_sets_raise(args, kwargs, message):
     with pytest.raises((ValueError, TypeError), match=message):
         lv.LinfBall(*args, **kwargs)
+
+
+@pytest.mark.parametrize("p", [1, 2])
+def test_lp_ball_samples_lie_in_the_ball_and_vertices_on_its_sphere(p):
+    x = torch.randn(3, 2, 4, dtype=torch.float64)
+    ball = lv.LpBall(x, torch.tensor([0.5, 1.0, 0.0], dtype=torch.float64), p)
+    gen = torch.Generator().manual_seed(0)
+    inside, boundary = ball.sample(500, generator=gen), ball.sample(200, vertices=True, generator=gen)
+    assert inside.shape == (3, 500, 2, 4)
+    assert ball.contains(inside, tol=1e-12).all() and ball.contains(boundary, tol=1e-12).all()
+    norms = torch.linalg.vector_norm((boundary - x.unsqueeze(1)).flatten(2), ord=p, dim=-1)
+    torch.testing.assert_close(norms, ball.eps.unsqueeze(1).expand_as(norms))
+    # Uniform inside: points are spread through the ball, not on the sphere.
+    inner = torch.linalg.vector_norm((inside[0] - x[0]).flatten(1), ord=p, dim=-1)
+    assert inner.min() < 0.5 * 0.5 and inner.max() > 0.9 * 0.5
+
+
+@pytest.mark.parametrize("p", [1, 2])
+def test_lp_ball_support_is_attained_and_dominates_samples(p):
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 6, generator=gen, dtype=torch.float64)
+    v = torch.randn(2, 3, 6, generator=gen, dtype=torch.float64)
+    ball = lv.LpBall(x, 0.7, p)
+    h = ball.support(v)
+    values = torch.einsum("bmd,bnd->bmn", v, ball.sample(2000, generator=gen))
+    assert (values <= h.unsqueeze(-1) + 1e-12).all()
+    # The maximiser: x + ε v/‖v‖₂ (p = 2) or x + ε sign(v_k) e_k at the largest |v_k| (p = 1).
+    if p == 2:
+        best = x.unsqueeze(1) + 0.7 * v / v.norm(dim=-1, keepdim=True)
+    else:
+        k = v.abs().argmax(-1, keepdim=True)
+        best = x.unsqueeze(1) + torch.zeros_like(v).scatter(-1, k, 0.7 * v.gather(-1, k).sign())
+    torch.testing.assert_close(h, (v * best).sum(-1))
+
+
+def test_lp_ball_rejects_bad_arguments():
+    x = torch.zeros(1, 3)
+    with pytest.raises(ValueError, match="p = 1 or p = 2"):
+        lv.LpBall(x, 0.1, p=3)
+    with pytest.raises(ValueError, match="LinfBall"):
+        lv.LpBall(x, 0.1, p=float("inf"))
+    with pytest.raises(ValueError, match="eps must be >= 0"):
+        lv.LpBall(x, -0.1, p=2)
+    with pytest.raises(ValueError, match="NaN"):
+        lv.LpBall(torch.tensor([[float("nan"), 0.0]]), 0.1, p=1)

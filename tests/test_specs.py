@@ -24,3 +24,12 @@ def test_margin_objectives_rows_are_e_y_minus_e_j():
 def test_bad_labels_raise(y, message):
     with pytest.raises((ValueError, TypeError), match=message):
         lv.margin_objectives(y, 3)
+
+
+def test_robustness_objectives_drop_the_true_class_row():
+    y = torch.tensor([2, 0])
+    c = lv.robustness_objectives(y, 4)
+    assert c.shape == (2, 3, 4)
+    assert (c[:, :, 2][0] == 1).all() and (c[:, :, 0][1] == 1).all()
+    logits = torch.tensor([[0.0, 1.0, 3.0, 2.0], [5.0, 1.0, 2.0, 4.0]])
+    torch.testing.assert_close((c * logits.unsqueeze(1)).sum(-1), torch.tensor([[3.0, 2.0, 1.0], [4.0, 3.0, 1.0]]))

@@ -1,0 +1,257 @@
+"""VNN-COMP benchmarks with lpverify, beside every tool's published results.
+
+For each instance (ONNX network, VNNLIB property, timeout) of an
+instances.csv, the method chain
+
+1. PGD on the property's margins (a counterexample is re-checked on the
+   ONNX file itself, with the onnx reference evaluator),
+2. the dual bound (Theorem 1 with Algorithm 1),
+3. the LP over the dual bounds (eq. 19),
+4. the exact MILP over LP-all bounds with the time that is left (its
+   counterexamples are re-checked on the ONNX file as well),
+
+stops at the first verdict: unsat (verified), sat (counterexample),
+timeout, or unsupported (a network lpverify cannot represent, e.g. sigmoid
+activations). Results go to CSV in VNN-COMP's layout (benchmark, onnx,
+vnnlib, prepare time, result, run time) and a summary table compares them
+with the published per-instance results: any verdict of ours that
+contradicts the published consensus (the official "True Result" of the 2022
+scoring log where there is one, else the tools' majority) is a soundness bug
+and makes the script exit 1.
+
+    python benchmarks/vnncomp.py                       # mnist_fc 2022 and eran 2021
+    python benchmarks/vnncomp.py --max-timeout 30      # cap every instance's timeout
+    python benchmarks/vnncomp.py --quick               # a handful of instances, short timeouts (CI)
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import lpverify as lv
+from lpverify.attacks import pgd_objective
+from lpverify.io import atomic_write_text, write_csv
+from lpverify.onnx_import import OnnxImportError, reference_outputs
+from lpverify.verify import property_ball, verify_property
+from lpverify.vnnlib import VnnlibProperty, read_vnnlib
+
+ROOT = Path(__file__).resolve().parents[1]
+VNNCOMP = ROOT.parent / "shared" / "data" / "vnncomp"
+BENCHMARKS = {  # name → (folder, instances file, published results folder/file pattern, edition)
+    "mnist_fc": ("mnist_fc", "instances.csv", "results_2022/mnist_fc", 2022),
+    "eran": ("eran_2021", "eran_instances.csv", "results_2021", 2021),
+}
+QUICK = {"mnist_fc": [0, 1, 3], "eran": [0, 1, 36]}  # instance rows run by --quick
+TOLERANCE = 1e-6  # a re-checked counterexample must violate by at least this much
+
+
+@dataclass(frozen=True)
+class Instance:
+    benchmark: str
+    onnx: Path
+    vnnlib: Path
+    timeout: float
+    key: tuple[str, str]  # (onnx stem, vnnlib name) without folders or .gz
+
+
+def _key(onnx: str, vnnlib: str) -> tuple[str, str]:
+    strip = lambda p: Path(p).name.removesuffix(".gz")  # noqa: E731
+    return strip(onnx).removesuffix(".onnx"), strip(vnnlib)
+
+
+def _existing(path: Path) -> Path:
+    """The file or its gzipped copy."""
+    if path.exists():
+        return path
+    gz = path.with_name(path.name + ".gz")
+    return gz if gz.exists() else path
+
+
+def instances(name: str, root: Path) -> list[Instance]:
+    folder, listing, _, _ = BENCHMARKS[name]
+    base = root / folder
+    rows = [r for r in csv.reader((base / listing).read_text().splitlines()) if r]
+    return [Instance(name, _existing(base / onnx), _existing(base / prop), float(t), _key(onnx, prop)) for onnx, prop, t in rows]
+
+
+def published(name: str, root: Path) -> dict[tuple[str, str], dict[str, str]]:
+    """Per instance, each tool's published result (sat / unsat / other), normalised."""
+    _, _, results, _ = BENCHMARKS[name]
+    out: dict[tuple[str, str], dict[str, str]] = {}
+    bench = "mnist_fc" if name == "mnist_fc" else "eran"
+    for path in sorted((root / results).glob("*.csv")):
+        for row in csv.reader(path.read_text().splitlines()):
+            if len(row) < 5 or row[0] != bench:
+                continue
+            verdict = {"holds": "unsat", "violated": "sat"}.get(row[4].strip().lower(), row[4].strip().lower())
+            out.setdefault(_key(row[1], row[2]), {})[path.stem] = verdict
+    return out
+
+
+def consensus(tools: dict[str, str]) -> str:
+    """The majority of the tools' sat/unsat answers; "conflict" on a tie, "" when nobody answered."""
+    votes = Counter(v for v in tools.values() if v in ("sat", "unsat"))
+    if not votes:
+        return ""
+    (first, n1), *rest = votes.most_common()
+    return "conflict" if rest and rest[0][1] == n1 else first
+
+
+def official(name: str, root: Path) -> dict[tuple[str, str], str]:
+    """The "True Result" per instance of VNN-COMP 2022's scoring log (mnist_fc), where it has one.
+
+    The organisers settle disagreements by checking the counterexamples, so
+    this overrides a majority vote (one tool claimed unsat on a sat instance).
+    """
+    log = root / "results_2022" / "SCORING_results.txt"
+    if name != "mnist_fc" or not log.exists():
+        return {}
+    out, inside, row = {}, False, None
+    for line in log.read_text().splitlines():
+        if line.startswith("Category "):
+            inside = line.startswith("Category mnist_fc")
+        elif inside and line.startswith("Row: ['"):
+            row = line[len("Row: ['"):].split("'")[0]  # e.g. mnist-net_256x2-prop_0_0.03
+        elif inside and line.startswith("True Result:") and row:
+            net, prop = row.split("-prop_")
+            verdict = line.split(":", 1)[1].strip().lower()
+            if verdict in ("sat", "unsat"):
+                out[(net, f"prop_{prop}.vnnlib")] = verdict
+            row = None
+    return out
+
+
+def _checked(onnx: Path, prop: VnnlibProperty, z: np.ndarray) -> bool:
+    """A counterexample is real: inside the box and violating the property on the ONNX file's own output."""
+    y = reference_outputs(onnx, z.reshape(1, -1))[0].astype(np.float64)
+    return prop.input_contains(z, tol=1e-7) and prop.violated_by(y, tol=-TOLERANCE)
+
+
+def run_instance(inst: Instance, net: lv.Network, timeout: float, pgd_steps: int) -> tuple[str, str, float]:
+    """The chain on one instance: (result, method that decided, seconds)."""
+    start = time.perf_counter()
+    prop = read_vnnlib(inst.vnnlib, math.prod(net.input_shape), net.n_outputs)
+    single = all(a.shape[0] == 1 for a, _ in prop.disjuncts)
+    if single:
+        ball = property_ball(net, prop)
+        c, d, _ = prop.objectives()
+        net32 = net  # the attack runs on the imported network; its witness is re-checked on the ONNX file
+        z, value = pgd_objective(net32, ball.lo, ball.hi, torch.as_tensor(c).unsqueeze(0), torch.as_tensor(d).unsqueeze(0),
+                                 steps=pgd_steps, generator=torch.Generator().manual_seed(0))
+        if float(value[0]) < 0 and _checked(inst.onnx, prop, z[0].detach().numpy()):
+            return "sat", "pgd", time.perf_counter() - start
+    for method in ("dual", "lp"):
+        if verify_property(net, prop, method).status == "verified":
+            return "unsat", method, time.perf_counter() - start
+    left = timeout - (time.perf_counter() - start)
+    if left <= 0:
+        return "timeout", "", time.perf_counter() - start
+    verdict = verify_property(net, prop, "milp", time_limit=left)
+    elapsed = time.perf_counter() - start
+    if verdict.status == "verified":
+        return "unsat", "milp", elapsed
+    if verdict.status == "violated" and _checked(inst.onnx, prop, np.asarray(verdict.witness)):
+        return "sat", "milp", elapsed
+    return ("timeout" if elapsed >= timeout - 1e-3 or "time" in verdict.reason else "unknown"), "milp", elapsed
+
+
+def run_benchmark(name: str, args: argparse.Namespace) -> tuple[list[dict], list[str]]:
+    todo = instances(name, args.root)
+    if args.quick:
+        todo = [todo[i] for i in QUICK[name]]
+    truth, settled = published(name, args.root), official(name, args.root)
+    networks: dict[Path, lv.Network | str] = {}
+    rows, problems = [], []
+    for inst in todo:
+        prep = time.perf_counter()
+        if inst.onnx not in networks:
+            try:
+                networks[inst.onnx] = lv.Network.from_onnx(inst.onnx)
+            except OnnxImportError as err:
+                networks[inst.onnx] = str(err)
+        prepare = time.perf_counter() - prep
+        net = networks[inst.onnx]
+        timeout = min(inst.timeout, args.max_timeout) if args.max_timeout else inst.timeout
+        if isinstance(net, str):
+            result, method, seconds = "unsupported", net.split(";")[0], 0.0
+        else:
+            result, method, seconds = run_instance(inst, net, timeout, args.pgd_steps)
+        tools = truth.get(inst.key, {})
+        agreed = settled.get(inst.key) or consensus(tools)
+        if result in ("sat", "unsat") and agreed in ("sat", "unsat") and result != agreed:
+            problems.append(f"{inst.key}: lpverify says {result}, the published consensus is {agreed}")
+        rows.append({"benchmark": name, "onnx": inst.key[0], "vnnlib": inst.key[1], "prepare_time": prepare,
+                     "result": result, "time": seconds, "timeout": timeout, "decided_by": method, "consensus": agreed,
+                     "alpha_beta_crown": tools.get("alpha_beta_crown", tools.get("a-b-CROWN", ""))})
+        print(f"{name:<9} {inst.key[0]:<18} {inst.key[1]:<42} {result:<11} {seconds:7.2f} s  {method:<6} "
+              f"(consensus: {agreed or '-'})", flush=True)
+    return rows, problems
+
+
+def summary(rows: list[dict], name: str, root: Path) -> list[str]:
+    ours = Counter(r["result"] for r in rows)
+    keys = {(r["onnx"], r["vnnlib"]) for r in rows}
+    lines = [f"### {name} ({len(rows)} instances)", "",
+             "| tool | unsat | sat | timeout / unknown / other |", "|---|---:|---:|---:|",
+             f"| **lpverify** | {ours['unsat']} | {ours['sat']} | {len(rows) - ours['unsat'] - ours['sat']} |"]
+    per_tool: dict[str, Counter] = {}
+    for key, tools in published(name, root).items():
+        if key in keys:
+            for tool, verdict in tools.items():
+                per_tool.setdefault(tool, Counter())[verdict] += 1
+    for tool, counts in sorted(per_tool.items()):
+        total = sum(counts.values())
+        lines.append(f"| {tool} | {counts['unsat']} | {counts['sat']} | {total - counts['unsat'] - counts['sat']} |")
+    agree = sum(r["consensus"] == r["result"] for r in rows)
+    decided = sum(r["consensus"] in ("sat", "unsat") for r in rows)
+    lines += ["", f"lpverify agrees with the published consensus on {agree} of the {decided} instances that have one; "
+              f"it contradicts it on {sum(r['result'] in ('sat', 'unsat') and r['consensus'] in ('sat', 'unsat') and r['result'] != r['consensus'] for r in rows)}.",
+              f"Decided by: {dict(Counter(r['decided_by'] for r in rows if r['result'] in ('sat', 'unsat')))}.", ""]
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--benchmark", choices=(*BENCHMARKS, "all"), default="all")
+    parser.add_argument("--root", type=Path, default=VNNCOMP, help="the vnncomp folder")
+    parser.add_argument("--max-timeout", type=float, default=None, help="cap every instance's timeout (s)")
+    parser.add_argument("--quick", action="store_true", help="three instances per benchmark, timeouts capped at 20 s")
+    parser.add_argument("--pgd-steps", type=int, default=50)
+    parser.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results")
+    args = parser.parse_args(argv)
+    if args.quick and args.max_timeout is None:
+        args.max_timeout = 20.0
+    torch.set_num_threads(2)
+    names = list(BENCHMARKS) if args.benchmark == "all" else [args.benchmark]
+    all_rows, problems, lines = [], [], ["# VNN-COMP benchmarks", ""]
+    command = "python benchmarks/vnncomp.py" + (" --quick" if args.quick else "") + (
+        f" --max-timeout {args.max_timeout:g}" if args.max_timeout and not args.quick else "") + (
+        f" --benchmark {args.benchmark}" if args.benchmark != "all" else "")
+    lines += [f"Command: `{command}` (2 threads). Published results: VNN-COMP {', '.join(str(BENCHMARKS[n][3]) for n in names)} "
+              "(each tool on its own hardware, with the full timeouts).", ""]
+    for name in names:
+        rows, p = run_benchmark(name, args)
+        all_rows += rows
+        problems += p
+        lines += summary(rows, name, args.root)
+    suffix = "_quick" if args.quick else ""
+    write_csv(args.results / f"vnncomp{suffix}.csv", all_rows, list(all_rows[0]))
+    atomic_write_text(args.results / f"vnncomp{suffix}.md", "\n".join(lines))
+    print("\n".join(lines))
+    for p in problems:
+        print("SOUNDNESS BUG:", p, file=sys.stderr)
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
