@@ -27,6 +27,7 @@ from .lp import CvxpyLP, HighsLP, LPResult, build_lp, solve_lp
 from .lpall import lp_bounds
 from .milp import MILPResult, build_milp, solve_milp
 from .network import AffineBlock, Network
+from .onnx_import import OnnxImportError, load_onnx
 from .sets import Ball, LinfBall, LpBall
 from .specs import margin_objectives, robustness_objectives
 from .verify import METHODS, Verdict, objective_bounds, verify, verify_property
@@ -52,6 +53,7 @@ __all__ = [
     "interval_bounds",
     "interval_objective",
     "LinfBall",
+    "load_onnx",
     "lp_bounds",
     "LpBall",
     "LPResult",
@@ -61,6 +63,7 @@ __all__ = [
     "METHODS",
     "MILPResult",
     "Network",
+    "OnnxImportError",
     "objective_bounds",
     "optimize_alpha",
     "pgd",

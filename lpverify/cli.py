@@ -22,6 +22,7 @@ import csv
 import io
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -342,8 +343,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _highs_banner_to_stderr() -> None:
+    """Send HiGHS's licence banner, printed on stdout at its first model in a process, to stderr.
+
+    Keeps stdout parseable for ``--format json|csv``: the banner is emitted
+    here, with file descriptor 1 pointing at stderr, and never again.
+    """
+    import ctypes
+
+    import highspy
+
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        highspy.Highs()
+        ctypes.CDLL(None).fflush(None)  # the C library's stdout buffer, before fd 1 is restored
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _highs_banner_to_stderr()
     if getattr(args, "device", "cpu") != "cpu" and not torch.cuda.is_available() and args.device.startswith("cuda"):
         raise SystemExit(f"error: --device {args.device} but no CUDA device is available")
     try:

@@ -47,7 +47,9 @@ def lp_bounds(
         ball: the input sets, batch of B examples (solved one by one).
         bounds: sound starting bounds, default :func:`dual_bounds`. The result
             is intersected with them, so it is never looser. The first layer
-            is exact already and is kept.
+            is exact already and is kept. To also use the interval bounds
+            (with fixed slopes the dual bounds are not always inside them),
+            pass ``dual_bounds(net, ball).intersect(interval_bounds(net, ball))``.
         all_units: solve every unit of every layer. By default a hidden unit
             that ``bounds`` already finds stable keeps those bounds: a tighter
             bound would not change any triangle (stable units are exact).

@@ -39,7 +39,7 @@ from .bounds import Bounds, interval_objective
 from .dual import dual_bounds, dual_objective, optimize_alpha
 from .lp import build_lp
 from .lpall import lp_bounds
-from .milp import solve_milp
+from .milp import forward64, solve_milp
 from .network import Network
 from .sets import Ball, LinfBall
 from .vnnlib import VnnlibProperty
@@ -227,7 +227,7 @@ def verify_property(
     if all(a.shape[0] == 1 for a, _ in prop.disjuncts):
         verdict = verify(net, ball, c, d, method, time_limit=time_limit, alpha_steps=alpha_steps)[0]
         if verdict.status == "violated":
-            y = _forward64(net, verdict.witness)
+            y = forward64(net.sparse(), verdict.witness)[-1]
             if not (prop.input_contains(verdict.witness, tol=1e-9) and prop.violated_by(y)):
                 return Verdict("unknown", math.nan, verdict.time, reason="a counterexample failed its float64 re-check")
         return verdict
@@ -241,17 +241,6 @@ def verify_property(
     if prop.verified_by(low):
         return Verdict("verified", float(best.min()), elapsed)
     return Verdict("unknown", float(best.min()), elapsed, reason="some disjunct is not excluded")
-
-
-def _forward64(net: Network, x: np.ndarray) -> np.ndarray:
-    """f(x) in float64 from the exact sparse export of the network."""
-    z = np.asarray(x, dtype=np.float64).reshape(-1)
-    mats = net.sparse()
-    for i, (w, b) in enumerate(mats):
-        z = w @ z + b
-        if i < len(mats) - 1:
-            z = np.maximum(z, 0.0)
-    return z
 
 
 __all__ = ["METHODS", "Verdict", "objective_bounds", "property_ball", "verify", "verify_property"]

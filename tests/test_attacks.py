@@ -48,3 +48,18 @@ def test_pgd_starts_at_x_by_default_and_validates():
         lv.fgsm(model, x, y, -0.1)
     with pytest.raises(ValueError, match="step_size"):
         lv.pgd(model, x, y, 0.1, step_size=0.0)
+
+
+def test_pgd_objective_finds_the_minimum_of_a_linear_objective_inside_the_box():
+    from lpverify.attacks import pgd_objective
+
+    model = torch.nn.Linear(3, 2).double()
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor([[1.0, -2.0, 0.5], [0.0, 1.0, 1.0]]))
+        model.bias.zero_()
+    lower, upper = torch.zeros(1, 3, dtype=torch.float64), torch.ones(1, 3, dtype=torch.float64)
+    c = torch.tensor([[[1.0, -1.0]]], dtype=torch.float64)  # f_0 − f_1 = x0 − 3 x1 − 0.5 x2, min −3.5 at (0, 1, 1)
+    z, value = pgd_objective(model, lower, upper, c, steps=50, restarts=1)
+    assert ((z >= lower) & (z <= upper)).all()
+    torch.testing.assert_close(value, torch.tensor([-3.5], dtype=torch.float64))
+    torch.testing.assert_close(z, torch.tensor([[0.0, 1.0, 1.0]], dtype=torch.float64))

@@ -105,3 +105,36 @@ def test_polytope_script_small_run(tmp_path):
     assert (tmp_path / "polytope_toy.png").stat().st_size > 10_000
     assert all(float(r["sampled"]) <= float(r["lp"]) + 1e-6 <= float(r["dual"]) + 2e-6 for r in rows)
     assert (tmp_path / "polytope.png").stat().st_size > 10_000
+
+
+@pytest.mark.shared
+def test_ladder_small_run_orders_the_methods(tmp_path):
+    shared_path("data", "mnist")
+    ladder = load_script("ladder")
+    assert ladder.main(["--n", "4", "--milp-time", "20", "--alpha-steps", "10", "--results", str(tmp_path)]) == 0
+    rows = list(csv.DictReader((tmp_path / "ladder.csv").open()))
+    for network in {r["network"] for r in rows}:
+        err = {r["method"]: float(r["robust_error"]) for r in rows if r["network"] == network}
+        assert set(err) == {"interval", "dual", "dual-opt", "lp", "lp-all", "milp", "pgd"}
+        assert err["pgd"] <= err["milp"] <= err["lp-all"] <= err["lp"] <= err["dual-opt"] <= err["dual"]
+    assert "known (full test set)" in (tmp_path / "ladder.md").read_text()
+
+
+@pytest.mark.shared
+def test_vnncomp_quick_run_agrees_with_the_published_verdicts(tmp_path):
+    shared_path("data", "vnncomp", "mnist_fc")
+    vnncomp = load_script("vnncomp")
+    assert vnncomp.main(["--quick", "--benchmark", "mnist_fc", "--results", str(tmp_path)]) == 0
+    rows = list(csv.DictReader((tmp_path / "vnncomp_quick.csv").open()))
+    assert [r["result"] for r in rows] == ["unsat", "sat", "unsat"]  # the official results of these instances
+    assert all(r["result"] == r["consensus"] for r in rows)
+
+
+@pytest.mark.shared
+def test_vnncomp_reports_the_sigmoid_network_as_unsupported(tmp_path):
+    shared_path("data", "vnncomp", "eran_2021")
+    vnncomp = load_script("vnncomp")
+    inst = [i for i in vnncomp.instances("eran", vnncomp.VNNCOMP) if "SIGMOID" in i.onnx.name]
+    assert len(inst) == 36
+    with pytest.raises(lv.OnnxImportError, match="Sigmoid"):
+        lv.Network.from_onnx(inst[0].onnx)

@@ -111,9 +111,14 @@ def test_bad_model_file_gives_a_clear_error(capsys, tmp_path):
     assert "bad.pt" in capsys.readouterr().err
 
 
-def test_console_script_is_installed():
+def test_console_script_is_installed_and_its_json_stdout_parses(tmp_path):
+    """Run as a real process: nothing else (e.g. a solver's banner) may reach stdout."""
     exe = Path(sys.executable).with_name("lpverify")
     if not exe.exists():
         pytest.skip("the console script is installed by `pip install -e .` (make test does it)")
     out = subprocess.run([str(exe), "--help"], capture_output=True, text=True, check=True).stdout
     assert "verify" in out and "tightness" in out
+    out = subprocess.run([str(exe), "polytope", "--hidden", "6", "--directions", "8", "--grid", "30",
+                          "--figure", str(tmp_path / "p.png"), "--format", "json"],
+                         capture_output=True, text=True, check=True).stdout
+    assert len(json.loads(out)) == 8

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 import lpverify as lv
 from conftest import random_mlp
-from strategies import any_case
+from strategies import any_case, lp_ball_cases, sampled_pre_activations
 
 
 def one(case, i=0):
@@ -145,3 +145,25 @@ def test_bad_lp_arguments_raise():
         lv.solve_lp(net, ball.select(0), np.ones(3), bounds.select(0))
     with pytest.raises(ValueError, match="unknown LP backend"):
         lv.solve_lp(net, ball.select(0), np.ones(2), bounds.select(0), backend="gurobi")
+
+
+@settings(max_examples=8)
+@given(case=lp_ball_cases(batch=1))
+def test_lp_over_an_lp_ball_lies_between_the_dual_and_the_sampled_values(case):
+    """l1 keeps the LP linear (HiGHS through CVXPY); l2 makes it a cone program (Clarabel)."""
+    with torch.no_grad():
+        bounds = lv.dual_bounds(case.net, case.ball)
+        c = torch.randn(1, 2, case.net.n_outputs, generator=torch.Generator().manual_seed(case.seed), dtype=torch.float64)
+        J = lv.dual_objective(case.net, case.ball, c, bounds)[0]
+        logits = sampled_pre_activations(case, n=200)[-1][0].flatten(1)
+        sampled = (logits @ c[0].T).min(0).values
+    model = lv.build_lp(case.net, case.ball, bounds)
+    assert isinstance(model, lv.CvxpyLP)
+    for j in range(2):
+        r = model.solve(c[0, j])
+        assert r.optimal
+        assert float(J[j]) <= r.value + 1e-6 and r.value <= float(sampled[j]) + 1e-6
+        z = torch.as_tensor(r.input).view(1, 1, *case.ball.shape)
+        assert case.ball.contains(z, tol=1e-6).all()
+    with pytest.raises(TypeError, match="cvxpy"):
+        lv.HighsLP(case.net, case.ball, bounds)
