@@ -141,9 +141,11 @@ def cases(args: argparse.Namespace) -> list[Case]:
     out = []
     x, y = load_dataset("mnist", "test", args.data)
     x, y = x[:n], y[:n]
-    net = paper_network("mnist", args.weights)
-    out.append(Case("paper MNIST conv (Wong & Kolter)", net, x, y, 0.1))
+    if args.network in ("all", "paper"):
+        out.append(Case("paper MNIST conv (Wong & Kolter)", paper_network("mnist", args.weights), x, y, 0.1))
     onnx = args.vnncomp / "mnist_fc" / "onnx" / "mnist-net_256x2.onnx.gz"
+    if args.network == "paper":
+        return out
     if onnx.exists():
         fc = lv.Network.from_onnx(onnx)
         out.append(Case("VNN-COMP MNIST 256x2", fc, x.reshape(-1, *fc.input_shape), y, 0.02, 0.0, 1.0))
@@ -159,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--milp-time", type=float, default=120.0, help="MILP time limit per example (s)")
     parser.add_argument("--alpha-steps", type=int, default=50)
     parser.add_argument("--chunk", type=int, default=25, help="examples per batch for the batched methods")
+    parser.add_argument("--network", choices=("all", "paper", "fc"), default="all",
+                        help="the paper's MNIST model, the VNN-COMP 256x2 network, or both")
     parser.add_argument("--data", type=Path, default=SHARED / "data")
     parser.add_argument("--weights", type=Path, default=SHARED / "models" / "wong_kolter_2018" / "mnist.pth")
     parser.add_argument("--vnncomp", type=Path, default=SHARED / "data" / "vnncomp")
@@ -173,8 +177,10 @@ def main(argv: list[str] | None = None) -> int:
         problems += p
         for row in r:
             print(_line(row), flush=True)
-    write_csv(args.results / "ladder.csv", rows, list(rows[0]))
-    atomic_write_text(args.results / "ladder.md", _markdown(rows, args))
+    default = not args.full and args.n == 100 and args.network == "all"
+    name = "ladder" if default else f"ladder_{args.network}_{'full' if args.full else f'n{args.n}'}"
+    write_csv(args.results / f"{name}.csv", rows, list(rows[0]))
+    atomic_write_text(args.results / f"{name}.md", _markdown(rows, args))
     print(_markdown(rows, args))
     for p in problems:
         print("INVARIANT BROKEN:", p, file=sys.stderr)
@@ -189,7 +195,9 @@ def _line(row: dict) -> str:
 
 
 def _markdown(rows: list[dict], args: argparse.Namespace) -> str:
-    command = "python benchmarks/ladder.py" + (" --full" if args.full else "" if args.n == 100 else f" --n {args.n}")
+    command = "python benchmarks/ladder.py" + (" --full" if args.full else "" if args.n == 100 else f" --n {args.n}") + (
+        "" if args.network == "all" else f" --network {args.network}") + (
+        "" if args.milp_time == 120 else f" --milp-time {args.milp_time:g}")
     lines = [
         "# The ladder of bounds",
         "",

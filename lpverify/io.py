@@ -1,8 +1,10 @@
-"""Atomic writes for results and checkpoints: a crash never leaves a half-written file."""
+"""File helpers: atomic writes for results and checkpoints (a crash never leaves a
+half-written file), and reading files that may be gzipped."""
 
 from __future__ import annotations
 
 import csv
+import gzip
 import io
 import os
 import tempfile
@@ -40,3 +42,20 @@ def write_csv(path: str | Path, rows: Iterable[Mapping[str, object]], fields: Se
     for row in rows:
         writer.writerow({k: row[k] for k in fields})
     return atomic_write_text(path, buf.getvalue())
+
+
+def read_maybe_gzipped(path: Path, what: str, error: type[ValueError] = ValueError) -> bytes:
+    """The bytes of a file stored plain or gzipped (told apart by content, not by name).
+
+    A missing file raises FileNotFoundError and a broken gzip stream ``error``,
+    both naming ``what`` the file should hold and its path.
+    """
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} file {path} does not exist")
+    raw = path.read_bytes()
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError) as e:
+            raise error(f"{path} looks gzipped but cannot be decompressed: {e}") from e
+    return raw

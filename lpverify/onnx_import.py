@@ -21,7 +21,6 @@ else becomes float32).
 
 from __future__ import annotations
 
-import gzip
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from .io import read_maybe_gzipped
 from .network import AffineBlock, AffineOp, Conv, Dense, Network, Reshape, Shape, _make_block
 
 SUPPORTED_OPS = ("Gemm", "MatMul", "Add", "Sub", "Div", "Mul", "Conv", "Relu", "Flatten", "Reshape", "Identity")
@@ -54,14 +54,7 @@ def _onnx():
 def _read_model(path: Path):
     """The ModelProto stored in ``path`` (plain or gzipped), or a clear error naming the file."""
     onnx = _onnx()
-    if not path.is_file():
-        raise FileNotFoundError(f"ONNX file {path} does not exist")
-    raw = path.read_bytes()
-    if raw[:2] == b"\x1f\x8b":
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError) as e:
-            raise OnnxImportError(f"{path} looks gzipped but cannot be decompressed: {e}") from e
+    raw = read_maybe_gzipped(path, "ONNX", OnnxImportError)
     try:
         model = onnx.load_model_from_string(raw)
     except Exception as e:  # protobuf raises DecodeError / RuntimeWarning subclasses

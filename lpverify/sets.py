@@ -57,7 +57,22 @@ def _check_center(center: Tensor) -> None:
         raise ValueError("center contains NaN or inf")
 
 
-class LinfBall:
+class _Centered:
+    """What every ball shares: a batch of centres ``center`` (batch, *input_shape)."""
+
+    center: Tensor
+
+    @property
+    def batch_size(self) -> int:
+        return self.center.shape[0]
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """The input shape, without the batch dimension."""
+        return tuple(self.center.shape[1:])
+
+
+class LinfBall(_Centered):
     """``{z : ‖z − x‖_∞ ≤ ε, lower ≤ z ≤ upper}`` for each example of a batch.
 
     Args:
@@ -99,15 +114,6 @@ class LinfBall:
                 raise ValueError("the box clamp [lower, upper] does not intersect the eps-ball: the input set is empty")
             self.lo, self.hi = lo, hi
             self.mid, self.rad = (hi + lo) / 2, (hi - lo) / 2
-
-    @property
-    def batch_size(self) -> int:
-        return self.center.shape[0]
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        """The input shape, without the batch dimension."""
-        return tuple(self.center.shape[1:])
 
     def __repr__(self) -> str:
         clamp = "" if self.lower is None and self.upper is None else ", clamped"
@@ -154,7 +160,7 @@ class LinfBall:
         return inside.flatten(2).all(-1)
 
 
-class LpBall:
+class LpBall(_Centered):
     """``{z : ‖z − x‖_p ≤ ε}`` for p = 1 or 2, one ball per example (MATH.md §1).
 
     The support function is ``h(v) = xᵀv + ε‖v‖_q`` with q the dual exponent
@@ -183,15 +189,6 @@ class LpBall:
         self.mid, self.rad = center, radius.expand_as(center)
         self.lo, self.hi = center - radius, center + radius
         self.lower = self.upper = None
-
-    @property
-    def batch_size(self) -> int:
-        return self.center.shape[0]
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        """The input shape, without the batch dimension."""
-        return tuple(self.center.shape[1:])
 
     def __repr__(self) -> str:
         return f"LpBall(p={self.p}, batch={self.batch_size}, shape={self.shape})"

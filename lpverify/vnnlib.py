@@ -21,7 +21,6 @@ symbols, undeclared variables, nonlinear terms and input constraints inside
 
 from __future__ import annotations
 
-import gzip
 import itertools
 import re
 from dataclasses import dataclass, field
@@ -29,6 +28,8 @@ from pathlib import Path
 from typing import Iterator, Union
 
 import numpy as np
+
+from .io import read_maybe_gzipped
 
 MAX_DISJUNCTS = 100_000
 _IGNORED_COMMANDS = ("set-logic", "set-info", "check-sat", "get-model", "exit")
@@ -309,14 +310,7 @@ class VnnlibProperty:
 
 
 def _read_text(path: Path) -> str:
-    if not path.is_file():
-        raise FileNotFoundError(f"VNNLIB file {path} does not exist")
-    raw = path.read_bytes()
-    if raw[:2] == b"\x1f\x8b":
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError) as e:
-            raise VnnlibError(f"{path}: looks gzipped but cannot be decompressed: {e}") from e
+    raw = read_maybe_gzipped(path, "VNNLIB", VnnlibError)
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as e:

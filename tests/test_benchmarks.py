@@ -112,12 +112,12 @@ def test_ladder_small_run_orders_the_methods(tmp_path):
     shared_path("data", "mnist")
     ladder = load_script("ladder")
     assert ladder.main(["--n", "4", "--milp-time", "20", "--alpha-steps", "10", "--results", str(tmp_path)]) == 0
-    rows = list(csv.DictReader((tmp_path / "ladder.csv").open()))
+    rows = list(csv.DictReader((tmp_path / "ladder_all_n4.csv").open()))
     for network in {r["network"] for r in rows}:
         err = {r["method"]: float(r["robust_error"]) for r in rows if r["network"] == network}
         assert set(err) == {"interval", "dual", "dual-opt", "lp", "lp-all", "milp", "pgd"}
         assert err["pgd"] <= err["milp"] <= err["lp-all"] <= err["lp"] <= err["dual-opt"] <= err["dual"]
-    assert "known (full test set)" in (tmp_path / "ladder.md").read_text()
+    assert "known (full test set)" in (tmp_path / "ladder_all_n4.md").read_text()
 
 
 @pytest.mark.shared

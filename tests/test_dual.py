@@ -33,9 +33,9 @@ def test_first_hidden_layer_dual_bounds_equal_interval_bounds(case):
     torch.testing.assert_close(d.upper[0], i.upper[0], rtol=0, atol=1e-12)
 
 
-@given(case=any_case())
+@given(case=st.one_of(any_case(), lp_ball_cases()))
 def test_algorithm1_equals_theorem1_on_the_logits(case):
-    """The forward column propagation and the backward dual network compute the same J(±e_j)."""
+    """The forward column propagation and the backward dual network compute the same J(±e_j), for every ball."""
     with torch.no_grad():
         bounds = lv.dual_bounds(case.net, case.ball)
         c = eye_objectives(case.net, case.ball.batch_size)
@@ -181,17 +181,6 @@ def test_lp_ball_bounds_contain_every_sampled_pre_activation(case):
         reached = sampled_pre_activations(case)
     assert dual.contains(reached, tol=1e-9) and interval.contains(reached, tol=1e-9)
     torch.testing.assert_close(dual.lower[0], interval.lower[0], rtol=0, atol=1e-12)
-
-
-@given(case=lp_ball_cases())
-def test_lp_ball_algorithm1_equals_theorem1_on_the_logits(case):
-    with torch.no_grad():
-        bounds = lv.dual_bounds(case.net, case.ball)
-        c = eye_objectives(case.net, case.ball.batch_size)
-        lower = lv.dual_objective(case.net, case.ball, c, bounds)
-        upper = -lv.dual_objective(case.net, case.ball, -c, bounds)
-    torch.testing.assert_close(lower, bounds.lower[-1], rtol=1e-9, atol=1e-9)
-    torch.testing.assert_close(upper, bounds.upper[-1], rtol=1e-9, atol=1e-9)
 
 
 def test_lp_ball_of_a_linear_map_is_exact():
