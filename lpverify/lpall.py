@@ -15,6 +15,8 @@ a rounding error of the solver cannot cut off a reachable value.
 
 from __future__ import annotations
 
+import math
+import time
 import warnings
 
 import numpy as np
@@ -38,6 +40,7 @@ def lp_bounds(
     *,
     all_units: bool = False,
     backend: str | None = None,
+    time_limit: float | None = None,
     progress: bool = False,
 ) -> Bounds:
     """Bounds of every pre-activation from an LP per unit, layer by layer ("LP-all").
@@ -55,6 +58,8 @@ def lp_bounds(
             bound would not change any triangle (stable units are exact).
             The logits are always solved.
         backend: the LP backend (see :func:`lpverify.build_lp`).
+        time_limit: seconds for the whole call; when they are spent, the
+            units not solved yet keep their starting bounds (still sound).
         progress: a progress bar over the examples.
 
     Returns:
@@ -70,6 +75,7 @@ def lp_bounds(
     lower = [t.detach().clone() for t in seed.lower]
     upper = [t.detach().clone() for t in seed.upper]
     prefixes = [Network(net.blocks[: i + 1]) for i in range(len(net.blocks))]
+    deadline = math.inf if time_limit is None else time.perf_counter() + time_limit
     failed = 0
     for b in tqdm(range(ball.batch_size), disable=not progress, desc="LP-all", unit="example"):
         one = ball.select(b)
@@ -79,9 +85,14 @@ def lp_bounds(
             if units.size == 0:
                 continue
             earlier = Bounds(tuple(t[b : b + 1] for t in lower[:i]), tuple(t[b : b + 1] for t in upper[:i]))
-            failed += _tighten_layer(build_lp(prefixes[i], one, earlier, backend), lo, up, units)
+            if time.perf_counter() >= deadline:
+                failed += 2 * units.size
+                continue
+            model = build_lp(prefixes[i], one, earlier, backend)
+            failed += _tighten_layer(model, lo, up, units, deadline)
     if failed:
-        warnings.warn(f"{failed} LP solves did not end optimal; those units keep their starting bounds", stacklevel=2)
+        warnings.warn(f"{failed} LP solves did not end optimal or were cut by the time limit; "
+                      "those units keep their starting bounds", stacklevel=2)
     return Bounds(tuple(lower), tuple(upper))
 
 
@@ -92,11 +103,16 @@ def _units_to_solve(lo: torch.Tensor, up: torch.Tensor, every: bool) -> np.ndarr
     return torch.nonzero((lo < 0) & (up > 0)).view(-1).cpu().numpy()
 
 
-def _tighten_layer(model, lo: torch.Tensor, up: torch.Tensor, units: np.ndarray) -> int:
-    """min and max of each unit's pre-activation by LP, written into ``lo``/``up``; returns the failed solves."""
+def _tighten_layer(model, lo: torch.Tensor, up: torch.Tensor, units: np.ndarray, deadline: float = math.inf) -> int:
+    """min and max of each unit's pre-activation by LP, written into ``lo``/``up``.
+
+    Returns the number of solves that failed or were not run before the deadline.
+    """
     failed = 0
     c = np.zeros(lo.numel())
-    for j in units:
+    for n, j in enumerate(units):
+        if time.perf_counter() >= deadline:
+            return failed + 2 * (units.size - n)
         c[j] = 1.0
         low, high = model.solve(c), model.solve(-c)
         c[j] = 0.0

@@ -122,3 +122,16 @@ def test_console_script_is_installed_and_its_json_stdout_parses(tmp_path):
                           "--figure", str(tmp_path / "p.png"), "--format", "json"],
                          capture_output=True, text=True, check=True).stdout
     assert len(json.loads(out)) == 8
+
+
+@pytest.mark.shared
+def test_train_writes_a_checkpoint_and_reports_its_log(capsys, tmp_path):
+    data = str(shared_path("data"))
+    out = tmp_path / "run"
+    rows = json.loads(run(capsys, "train", "--dataset", "mnist", "--data", data, "--epochs", "1", "--train-examples", "100",
+                          "--test-robust-examples", "5", "--out", str(out), "--format", "json"))
+    assert len(rows) == 1 and rows[0]["epoch"] == 1 and 0 <= rows[0]["train_robust_err"] <= 1
+    assert (out / "checkpoint.pt").exists() and (out / "log.csv").exists()
+    again = json.loads(run(capsys, "train", "--dataset", "mnist", "--data", data, "--epochs", "1", "--train-examples", "100",
+                           "--test-robust-examples", "5", "--out", str(out), "--format", "json"))
+    assert again == rows  # resumed from the checkpoint: nothing retrained

@@ -86,3 +86,13 @@ def test_lp_all_over_an_lp_ball_uses_the_conic_lp_and_stays_sound(case):
         reached = sampled_pre_activations(case, n=100)
     assert _inside(tight, dual)
     assert tight.contains(reached, tol=1e-6)
+
+
+def test_a_spent_time_limit_keeps_the_starting_bounds():
+    net = lv.Network.from_torch(random_mlp([3, 10, 10, 2], seed=4).double())
+    ball = lv.LinfBall(torch.rand(1, 3, dtype=torch.float64), 0.5)
+    dual = lv.dual_bounds(net, ball)
+    with pytest.warns(UserWarning, match="time limit"):
+        kept = lv.lp_bounds(net, ball, dual, time_limit=0.0)
+    for a, b in zip(kept.lower + kept.upper, dual.lower + dual.upper):
+        assert torch.equal(a, b.detach())
