@@ -211,7 +211,8 @@ def summary(rows: list[dict], name: str, root: Path) -> list[str]:
     keys = {(r["onnx"], r["vnnlib"]) for r in rows}
     lines = [f"### {name} ({len(rows)} instances)", "",
              "| tool | unsat | sat | timeout / unknown / other |", "|---|---:|---:|---:|",
-             f"| **lpverify** | {ours['unsat']} | {ours['sat']} | {len(rows) - ours['unsat'] - ours['sat']} |"]
+             f"| **lpverify** | {ours['unsat']} | {ours['sat']} | {len(rows) - ours['unsat'] - ours['sat']}"
+             + (f" (of which {ours['unsupported']} unsupported)" if ours["unsupported"] else "") + " |"]
     per_tool: dict[str, Counter] = {}
     for key, tools in published(name, root).items():
         if key in keys:
@@ -236,6 +237,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="three instances per benchmark, timeouts capped at 20 s")
     parser.add_argument("--pgd-steps", type=int, default=50)
     parser.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument("--from-csv", type=Path, default=None,
+                        help="rebuild the summary from the CSV of an earlier run instead of running")
     args = parser.parse_args(argv)
     if args.quick and args.max_timeout is None:
         args.max_timeout = 20.0
@@ -247,8 +250,12 @@ def main(argv: list[str] | None = None) -> int:
         f" --benchmark {args.benchmark}" if args.benchmark != "all" else "")
     lines += [f"Command: `{command}` (2 threads). Published results: VNN-COMP {', '.join(str(BENCHMARKS[n][3]) for n in names)} "
               "(each tool on its own hardware, with the full timeouts).", ""]
+    earlier = list(csv.DictReader(args.from_csv.open())) if args.from_csv else None
     for name in names:
-        rows, p = run_benchmark(name, args)
+        if earlier is None:
+            rows, p = run_benchmark(name, args)
+        else:
+            rows, p = [r for r in earlier if r["benchmark"] == name], []
         all_rows += rows
         problems += p
         lines += summary(rows, name, args.root)

@@ -128,6 +128,12 @@ def test_vnncomp_quick_run_agrees_with_the_published_verdicts(tmp_path):
     rows = list(csv.DictReader((tmp_path / "vnncomp_quick.csv").open()))
     assert [r["result"] for r in rows] == ["unsat", "sat", "unsat"]  # the official results of these instances
     assert all(r["result"] == r["consensus"] for r in rows)
+    summary = (tmp_path / "vnncomp_quick.md").read_text()
+    assert "| **lpverify** | 2 | 1 | 0 |" in summary
+    (tmp_path / "vnncomp_quick.md").unlink()
+    again = ["--quick", "--benchmark", "mnist_fc", "--results", str(tmp_path), "--from-csv", str(tmp_path / "vnncomp_quick.csv")]
+    assert vnncomp.main(again) == 0
+    assert (tmp_path / "vnncomp_quick.md").read_text() == summary  # the summary is rebuilt from the results alone
 
 
 @pytest.mark.shared
