@@ -103,13 +103,20 @@ def _clamp(args: argparse.Namespace) -> tuple[float | None, float | None]:
     return tuple(args.clamp) if args.clamp else (None, None)
 
 
+def _inputs(args: argparse.Namespace):
+    """The network, the test examples and the clamp (lower, upper) that a subcommand works on."""
+    net = _network(args)
+    x, y = _examples(args, net)
+    return (net, x, y, *_clamp(args))
+
+
 # -- subcommands -----------------------------------------------------------------------
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
     from . import specs
     from .sets import LinfBall
-    from .verify import verify, verify_property
+    from .verify import Verdict, verify, verify_property
     from .vnnlib import read_vnnlib
 
     net = _network(args)
@@ -128,8 +135,6 @@ def cmd_verify(args: argparse.Namespace) -> int:
         for i in tqdm(range(len(y)), desc=f"verify ({args.method})", disable=len(y) < 2):
             info = {"index": args.start + i, "label": int(y[i]), "predicted": int(predicted[i])}
             if predicted[i] != y[i]:
-                from .verify import Verdict
-
                 v = Verdict("violated", math.nan, 0.0, witness=x[i].detach().cpu().double().numpy(),
                             reason="misclassified at the centre")
             else:
@@ -154,9 +159,7 @@ def cmd_tightness(args: argparse.Namespace) -> int:
     from .sets import LinfBall
     from .verify import objective_bounds
 
-    net = _network(args)
-    x, y = _examples(args, net)
-    lower, upper = _clamp(args)
+    net, x, y, lower, upper = _inputs(args)
     rows = []
     for i in tqdm(range(len(y)), desc="tightness", disable=len(y) < 2):
         ball = LinfBall(x[i : i + 1], args.eps, lower, upper)
@@ -178,9 +181,7 @@ def cmd_tightness(args: argparse.Namespace) -> int:
 def cmd_attack(args: argparse.Namespace) -> int:
     from .attacks import attack_error, fgsm, pgd
 
-    net = _network(args)
-    x, y = _examples(args, net)
-    lower, upper = _clamp(args)
+    net, x, y, lower, upper = _inputs(args)
     attack = fgsm if args.attack == "fgsm" else pgd
     x_adv = attack(net, x, y, args.eps, lower=lower, upper=upper)
     clean, broken = attack_error(net, x, y), attack_error(net, x_adv, y)
@@ -193,9 +194,7 @@ def cmd_attack(args: argparse.Namespace) -> int:
 def cmd_max_eps(args: argparse.Namespace) -> int:
     from .certify import certified_radius
 
-    net = _network(args)
-    x, y = _examples(args, net)
-    lower, upper = _clamp(args)
+    net, x, y, lower, upper = _inputs(args)
     r = certified_radius(net, x, y if args.true_label else None, tol=args.tol, eps_max=args.eps_max, lower=lower, upper=upper)
     rows = [{"index": args.start + i, "class": int(r.labels[i]), "certified_eps": float(r.lower[i]), "not_certified_at": float(r.upper[i])}
             for i in range(len(y))]

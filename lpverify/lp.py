@@ -29,6 +29,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 import scipy.sparse as sp
@@ -477,12 +478,16 @@ def solve_lp(
     ``c`` of shape (n_out,) gives one :class:`LPResult`; (m, n_out) gives a
     list, solved on one model with warm starts.
     """
-    model = build_lp(net, ball, bounds, backend)
+    return solve_rows(build_lp(net, ball, bounds, backend).solve, c)
+
+
+def solve_rows(solve: Callable, c: np.ndarray | Tensor) -> object | list:
+    """``solve(c)`` for c of shape (n_out,), or a list of ``solve(row)`` on one model for c of shape (m, n_out)."""
     c_arr = c.detach().cpu().double().numpy() if isinstance(c, Tensor) else np.asarray(c, dtype=np.float64)
     if c_arr.ndim == 1:
-        return model.solve(c_arr)
+        return solve(c_arr)
     if c_arr.ndim == 2:
-        return [model.solve(row) for row in c_arr]
+        return [solve(row) for row in c_arr]
     raise ValueError(f"objective c must have shape (n_out,) or (m, n_out), got {c_arr.shape}")
 
 

@@ -43,7 +43,7 @@ import scipy.sparse as sp
 from torch import Tensor
 
 from .bounds import Bounds
-from .lp import Eliminated, _objective, _one_example, eliminate_stable
+from .lp import Eliminated, _objective, _one_example, eliminate_stable, solve_rows
 from .network import Network
 from .sets import LinfBall
 
@@ -238,8 +238,7 @@ class MILPModel:
         h.setOptionValue("output_flag", False)
         h.setOptionValue("mip_rel_gap", float(mip_rel_gap))
         h.setOptionValue("mip_abs_gap", float(mip_abs_gap))
-        if time_limit is not None:
-            h.setOptionValue("time_limit", float(time_limit))
+        self._time_limit = time_limit
         if node_limit is not None:
             h.setOptionValue("mip_max_nodes", int(node_limit))
         h.passModel(model)
@@ -258,13 +257,16 @@ class MILPModel:
             a.append(on.astype(np.float64))
         return np.concatenate([x, *z, *a])
 
-    def solve(self, c: np.ndarray | Tensor, start: np.ndarray | Tensor | None = None) -> MILPResult:
+    def solve(
+        self, c: np.ndarray | Tensor, start: np.ndarray | Tensor | None = None, *, time_limit: float | None = None
+    ) -> MILPResult:
         """min cᵀ f(z_1) over the box; each solve starts afresh (no incumbent carried over).
 
         ``start`` (shape input_shape; default the ball's centre, clipped into
         the box) is handed to HiGHS as a first incumbent, e.g. an attack's
         point: the search prunes against it and an interrupted solve still
-        reports an attained value.
+        reports an attained value. ``time_limit`` overrides the model's limit
+        for this solve only.
         """
         c = _objective(self.net, c)
         build = self.build_time if self._solves == 0 else 0.0
@@ -274,8 +276,10 @@ class MILPModel:
         h, cols = self._highs, self._cols
         seed = self._assignment(self._start_point(start))
         started = time.perf_counter()
+        limit = self._time_limit if time_limit is None else time_limit
         try:
             h.clearSolver()
+            h.setOptionValue("time_limit", math.inf if limit is None else float(limit))
             cost = np.concatenate([self._elim.out_map.T @ c, np.zeros(cols.n_bin)])
             h.changeColsCost(cols.n_col, self._all_cols, cost)
             h.changeObjectiveOffset(float(c @ self._elim.out_offset))
@@ -427,12 +431,7 @@ def solve_milp(
     """
     limits = dict(time_limit=time_limit, node_limit=node_limit, mip_rel_gap=mip_rel_gap, mip_abs_gap=mip_abs_gap)
     model = build_milp(net, ball, bounds, **limits)
-    c_arr = c.detach().cpu().double().numpy() if isinstance(c, Tensor) else np.asarray(c, dtype=np.float64)
-    if c_arr.ndim == 1:
-        return model.solve(c_arr, start)
-    if c_arr.ndim == 2:
-        return [model.solve(row, start) for row in c_arr]
-    raise ValueError(f"objective c must have shape (n_out,) or (m, n_out), got {c_arr.shape}")
+    return solve_rows(lambda row: model.solve(row, start), c)
 
 
 __all__ = ["MILPModel", "MILPResult", "build_milp", "forward64", "solve_milp"]

@@ -188,7 +188,6 @@ class LpBall(_Centered):
         radius = self.eps.view(-1, *([1] * (center.ndim - 1)))
         self.mid, self.rad = center, radius.expand_as(center)
         self.lo, self.hi = center - radius, center + radius
-        self.lower = self.upper = None
 
     def __repr__(self) -> str:
         return f"LpBall(p={self.p}, batch={self.batch_size}, shape={self.shape})"

@@ -38,9 +38,9 @@ from torch import Tensor
 
 from .bounds import Bounds, interval_objective
 from .dual import dual_bounds, dual_objective, optimize_alpha
-from .lp import build_lp
+from .lp import build_lp, solve_rows
 from .lpall import lp_bounds
-from .milp import forward64, solve_milp
+from .milp import build_milp, forward64
 from .network import Network
 from .sets import Ball, LinfBall
 from .vnnlib import VnnlibProperty
@@ -104,8 +104,8 @@ def objective_bounds(
         bounds = lp_bounds(net, ball, bounds, backend=backend)
     out = torch.full(c.shape[:2], math.nan, dtype=torch.float64)
     for b in range(ball.batch_size):
-        model = build_lp(net, ball.select(b), bounds.select(b), backend)
-        out[b] = torch.tensor([model.solve(row).value for row in c[b]], dtype=torch.float64)
+        results = solve_rows(build_lp(net, ball.select(b), bounds.select(b), backend).solve, c[b])
+        out[b] = torch.tensor([r.value for r in results], dtype=torch.float64)
     return out
 
 
@@ -166,8 +166,8 @@ def _verify_milp(net: Network, ball: Ball, c: Tensor, d: Tensor, time_limit: flo
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # LP-all cut short by the deadline keeps sound bounds
         bounds = lp_bounds(net, ball, dual_bounds(net, ball), time_limit=time_limit)
-    model = build_lp(net, ball, bounds)
-    lp = np.array([model.solve(row).value for row in c64]) + d64.numpy()
+    lp = np.array([r.value for r in solve_rows(build_lp(net, ball, bounds).solve, c64)]) + d64.numpy()
+    exact = build_milp(net, ball, bounds)
     worst, reasons = math.inf, []
     for r in np.argsort(np.nan_to_num(lp, nan=-np.inf)):
         if lp[r] > 0:
@@ -178,7 +178,7 @@ def _verify_milp(net: Network, ball: Ball, c: Tensor, d: Tensor, time_limit: flo
             reasons.append("time limit")
             worst = math.nan
             break
-        res = solve_milp(net, ball, c64[r], bounds, time_limit=None if math.isinf(left) else left)
+        res = exact.solve(c64[r], time_limit=None if math.isinf(left) else left)
         offset = float(d64[r])
         if res.witness is not None and res.value + offset <= 0:
             return Verdict("violated", res.value + offset, time.perf_counter() - start, witness=res.witness,

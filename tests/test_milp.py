@@ -431,3 +431,13 @@ def test_model_is_reused_across_objectives():
     assert reused[0].build_time > 0 and reused[1].build_time == 0.0
     for r, f in zip(reused, fresh):
         assert r.optimal and f.optimal and r.value == pytest.approx(f.value, abs=1e-9)
+
+
+def test_a_per_solve_time_limit_applies_to_that_solve_only():
+    net, ball, bounds = hard_case()
+    model = build_milp(net, ball, bounds)
+    c = np.ones(1)
+    cut = model.solve(c, time_limit=1e-4)
+    assert cut.status == "time limit" and not cut.optimal
+    full = model.solve(c)
+    assert full.optimal and abs(full.value - (-0.3647)) < 1e-3
