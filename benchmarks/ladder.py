@@ -147,7 +147,7 @@ def cases(args: argparse.Namespace) -> list[Case]:
     if args.network == "paper":
         return out
     if onnx.exists():
-        fc = lv.Network.from_onnx(onnx)
+        fc = lv.load_onnx(onnx)
         out.append(Case("VNN-COMP MNIST 256x2", fc, x.reshape(-1, *fc.input_shape), y, 0.02, 0.0, 1.0))
     else:
         print(f"{onnx} not found; the 256x2 network is skipped")

@@ -184,7 +184,7 @@ def run_benchmark(name: str, args: argparse.Namespace) -> tuple[list[dict], list
         prep = time.perf_counter()
         if inst.onnx not in networks:
             try:
-                networks[inst.onnx] = lv.Network.from_onnx(inst.onnx)
+                networks[inst.onnx] = lv.load_onnx(inst.onnx)
             except OnnxImportError as err:
                 networks[inst.onnx] = str(err)
         prepare = time.perf_counter() - prep

@@ -15,14 +15,15 @@ Public API (re-exported names only)::
     b = lv.lp_bounds(net, ball)              # LP-all
     r = lv.solve_milp(net, ball, c, b)       # exact (MATH.md §6)
     v = lv.verify(net, ball, c, method="lp") # verdicts by any method
-    net = lv.Network.from_onnx("net.onnx"); prop = lv.read_vnnlib("prop.vnnlib")
+    net = lv.load_onnx("net.onnx"); prop = lv.read_vnnlib("prop.vnnlib")
 """
 
 from . import data, zoo
 from .bounds import Bounds, interval_bounds, interval_objective
 from .attacks import attack_error, fgsm, pgd, predict
 from .certify import CertifiedRadius, certified_radius, certify, detect, margin_bounds, max_certified_eps, robust_loss
-from .dual import dual_bounds, dual_objective, optimize_alpha, relu_slope
+from .dual import dual_bounds, dual_objective, objective_from_multipliers, optimize_alpha
+from .relu import relu_slope
 from .lp import CvxpyLP, HighsLP, LPResult, build_lp, solve_lp
 from .lpall import lp_bounds
 from .milp import MILPResult, build_milp, solve_milp
@@ -30,7 +31,7 @@ from .network import AffineBlock, Network
 from .onnx_import import OnnxImportError, load_onnx
 from .sets import Ball, LinfBall, LpBall
 from .specs import margin_objectives, robustness_objectives
-from .verify import METHODS, Verdict, objective_bounds, verify, verify_property
+from .verify import METHODS, Status, Verdict, check_witness, objective_bounds, verify, verify_property
 from .vnnlib import VnnlibError, VnnlibProperty, read_vnnlib
 
 __all__ = [
@@ -43,6 +44,7 @@ __all__ = [
     "certified_radius",
     "CertifiedRadius",
     "certify",
+    "check_witness",
     "CvxpyLP",
     "data",
     "detect",
@@ -72,6 +74,8 @@ __all__ = [
     "relu_slope",
     "robust_loss",
     "robustness_objectives",
+    "objective_from_multipliers",
+    "Status",
     "solve_lp",
     "solve_milp",
     "Verdict",

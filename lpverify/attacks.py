@@ -83,9 +83,16 @@ def pgd(
 
 
 def predict(model: Model, x: Tensor, batch_size: int = 500) -> Tensor:
-    """The predicted class of each input, (batch,), evaluated in chunks without gradients."""
+    """The predicted class of each input, (batch,), evaluated in chunks without gradients.
+
+    NaN or inf logits (from a NaN input, say) are a ValueError: argmax would
+    quietly call them class 0, and an attack would count them as successes.
+    """
     with torch.no_grad():
-        return torch.cat([model(x[i : i + batch_size]).argmax(1) for i in range(0, x.shape[0], batch_size)])
+        logits = torch.cat([model(x[i : i + batch_size]) for i in range(0, x.shape[0], batch_size)])
+    if not torch.isfinite(logits).all():
+        raise ValueError("the logits contain NaN or inf: no class can be predicted (is the input finite?)")
+    return logits.argmax(1)
 
 
 def attack_error(model: Model, x_adv: Tensor, y: Tensor, batch_size: int = 500) -> Tensor:

@@ -14,6 +14,8 @@ import torch
 from torch import Tensor
 
 from .network import Network
+from .relu import crossing
+from .rigorous import enclosing_mid_rad, error_bound, lower_bound, widen, working_dtype
 from .sets import Ball, LinfBall
 
 
@@ -48,13 +50,33 @@ class Bounds:
         """(ℓ, u) of the logits ẑ_k."""
         return self.lower[-1], self.upper[-1]
 
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.lower[0].dtype
+
     def crossing(self, layer: int) -> Tensor:
         """Mask of the crossing units I (ℓ < 0 < u) of a layer."""
-        return (self.lower[layer] < 0) & (self.upper[layer] > 0)
+        return crossing(self.lower[layer], self.upper[layer])
 
     def n_crossing(self) -> Tensor:
-        """Number of crossing units per example and hidden layer, (batch, n_hidden)."""
-        return torch.stack([self.crossing(i).flatten(1).sum(1) for i in range(len(self) - 1)], dim=1)
+        """Number of crossing units per example and hidden layer, (batch, n_hidden); (batch, 0) without a hidden layer."""
+        counts = [self.crossing(i).flatten(1).sum(1) for i in range(len(self) - 1)]
+        if not counts:
+            return torch.zeros(self.batch_size, 0, dtype=torch.int64, device=self.lower[0].device)
+        return torch.stack(counts, dim=1)
+
+    def finite(self) -> Tensor:
+        """Per example: every bound is finite (a NaN or inf bound certifies nothing), (batch,) bool."""
+        ok = torch.ones(self.batch_size, dtype=torch.bool, device=self.lower[0].device)
+        for lo, up in zip(self.lower, self.upper):
+            ok &= torch.isfinite(lo).flatten(1).all(1) & torch.isfinite(up).flatten(1).all(1)
+        return ok
+
+    def to(self, dtype: torch.dtype) -> "Bounds":
+        """The bounds in a wider dtype (exact); narrowing is refused since it would round them inward."""
+        if torch.promote_types(dtype, self.dtype) != dtype:
+            raise ValueError(f"bounds in {self.dtype} cannot be narrowed to {dtype} without rounding them")
+        return Bounds(tuple(t.to(dtype) for t in self.lower), tuple(t.to(dtype) for t in self.upper))
 
     def intersect(self, other: "Bounds") -> "Bounds":
         """Elementwise tightest of two sound bounds (still sound)."""
@@ -87,61 +109,95 @@ def check_compatible(net: Network, ball: Ball) -> None:
         )
 
 
+def prepare(net: Network, ball: Ball) -> Ball:
+    """The input set in the dtype bounds are computed in, after checking network and set.
+
+    The dtype is the widest of the set's and the parameters' (at least
+    float32): weights are never rounded to a narrower input, and half
+    precision is upcast with a note. NaN or inf parameters are a ValueError.
+    """
+    check_compatible(net, ball)
+    net.check_finite()
+    dtype = working_dtype(ball.dtype, *{p.dtype for p in net.parameters()})
+    return ball.to(dtype)
+
+
 def basis_spread(ball: Ball, basis: Tensor) -> Tensor:
     """``max_{z∈B} (W_1 (z − mid))_j`` from the columns ``basis = W_1 e_p``, shape (n_in, *s_2) → (batch, *s_2).
 
     ``Σ_p rad_p |W_1 e_p|`` for an l_inf ball and ``ε ‖W_1ᵀ e_j‖_q`` for an
     l_p ball: exact, the first layer's bounds by any method.
     """
-    if isinstance(ball, LinfBall):
-        return (ball.rad.flatten(1) @ basis.abs().flatten(1)).view(-1, *basis.shape[1:])
-    norms = ball.dual_norm(basis, dim=0)
-    return ball.eps.view(-1, *([1] * norms.ndim)) * norms
+    return ball.spread(basis)
 
 
-def interval_bounds(net: Network, ball: Ball) -> Bounds:
+def interval_bounds(net: Network, ball: Ball, *, rigorous: bool = True) -> Bounds:
     """Naive layer-wise bounds (Appendix B): push a box through every layer.
 
     For ``ẑ = Wz + b`` with z in the box of midpoint m and radius r, ẑ lies in
     the box of midpoint ``Wm + b`` and radius ``|W| r``; the ReLU maps
     [ℓ, u] to [ℓ⁺, u⁺]. An l_p ball's first layer takes the exact radius of
     :func:`basis_spread`. Differentiable in the network parameters.
+
+    ``rigorous`` (the default) widens every layer by the rounding error of its
+    computation, ``γ_n (|W|(|m| + r) + |b|)`` (MATH.md §11), and keeps each
+    box's midpoint and radius enclosing, so the bounds hold for the
+    real-valued network.
     """
-    check_compatible(net, ball)
+    ball = prepare(net, ball)
     lower, upper = [], []
     mid, rad = ball.mid, ball.rad
     for i, block in enumerate(net.blocks):
         if i == 0 and not isinstance(ball, LinfBall):
             eye = torch.eye(block.in_features, dtype=mid.dtype, device=mid.device).view(-1, *block.in_shape)
-            mid, rad = block(mid), basis_spread(ball, block.linear(eye))
+            new_mid, new_rad = block(mid), ball.spread(block.linear(eye))
         else:
-            mid, rad = block(mid), block.abs_linear(rad)
-        lo, hi = mid - rad, mid + rad
+            new_mid, new_rad = block(mid), block.abs_linear(rad)
+        lo, hi = new_mid - new_rad, new_mid + new_rad
+        if rigorous:
+            n = block.rounding_depth + (block.in_features if i == 0 else 0) + 4
+            lo, hi = widen(lo, hi, error_bound(block.abs_forward(mid.abs() + rad), n))
         lower.append(lo)
         upper.append(hi)
         lo, hi = torch.relu(lo), torch.relu(hi)
-        mid, rad = (hi + lo) / 2, (hi - lo) / 2
+        if rigorous:
+            mid, rad = enclosing_mid_rad(lo, hi)
+        else:
+            mid, rad = (hi + lo) / 2, (hi - lo) / 2
     return Bounds(tuple(lower), tuple(upper))
 
 
-def interval_objective(net: Network, ball: Ball, c: Tensor, bounds: Bounds | None = None) -> Tensor:
+def interval_objective(
+    net: Network, ball: Ball, c: Tensor, bounds: Bounds | None = None, *, rigorous: bool = True
+) -> Tensor:
     """The naive layer-wise lower bound on ``cᵀ f(z)`` over the ball, (batch, m) for c (batch, m, n_out).
 
     The last hidden layer's post-activations lie in the box ``[ℓ⁺, u⁺]`` of
     ``bounds`` (interval bounds by default); ``cᵀ(W z + b)`` is minimised over
-    that box exactly. Sound with any valid bounds.
+    that box exactly. Sound with any valid bounds; ``rigorous`` subtracts the
+    rounding error of the computation (MATH.md §11).
     """
-    check_compatible(net, ball)
+    ball = prepare(net, ball)
     if c.ndim != 3 or c.shape[0] != ball.batch_size or c.shape[2] != net.n_outputs:
         raise ValueError(f"objective c must have shape (batch, m, n_out), got {tuple(c.shape)}")
-    bounds = interval_bounds(net, ball) if bounds is None else bounds
+    bounds = interval_bounds(net, ball, rigorous=rigorous) if bounds is None else bounds.to(ball.dtype)
     last = net.blocks[-1]
     batch, m = c.shape[:2]
     c = c.to(ball.mid)
-    if len(net.blocks) == 1:  # min over the ball itself: cᵀb − h(−Wᵀc)
-        v = last.transpose(c.reshape(batch * m, *last.out_shape)).reshape(batch, m, *ball.shape)
-        return c @ last.bias(c).flatten() - ball.support(-v)
-    lo, hi = bounds.lower[-2].clamp(min=0), bounds.upper[-2].clamp(min=0)
     v = last.transpose(c.reshape(batch * m, *last.out_shape)).reshape(batch, m, -1)  # Wᵀc
-    mid, rad = ((hi + lo) / 2).flatten(1).unsqueeze(1), ((hi - lo) / 2).flatten(1).unsqueeze(1)
-    return (v * mid).sum(-1) - (v.abs() * rad).sum(-1) + c @ last.bias(c).flatten()
+    if len(net.blocks) == 1:  # min over the ball itself: cᵀb − h(−Wᵀc)
+        v = v.view(batch, m, *ball.shape)
+        value = c @ last.bias(c).flatten() - ball.support(-v)
+        zmax, box_magnitude = ball.abs_max(), ball.support_magnitude(v)
+    else:
+        lo, hi = bounds.lower[-2].clamp(min=0), bounds.upper[-2].clamp(min=0)
+        mid, rad = enclosing_mid_rad(lo, hi) if rigorous else ((hi + lo) / 2, (hi - lo) / 2)
+        mid, rad = mid.flatten(1).unsqueeze(1), rad.flatten(1).unsqueeze(1)
+        value = (v * mid).sum(-1) - (v.abs() * rad).sum(-1) + c @ last.bias(c).flatten()
+        zmax, box_magnitude = hi, (v.abs() * (mid.abs() + rad)).sum(-1)
+    if not rigorous:
+        return value
+    residual = (c.abs() * last.abs_forward(zmax).flatten(1).unsqueeze(1)).sum(-1)
+    n = last.rounding_depth + 2 * last.in_features + 8
+    value = lower_bound(value, error_bound(residual + box_magnitude, n))
+    return torch.where(bounds.finite().unsqueeze(1), value, torch.full_like(value, float("nan")))

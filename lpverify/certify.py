@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .attacks import predict
+from .bounds import prepare
 from .dual import dual_bounds, dual_objective
 from .network import Network
 from .sets import LinfBall
@@ -44,14 +45,52 @@ def _slice_limit(limit: Limit, sl: slice, x: Tensor) -> Limit:
     return limit
 
 
-def margin_bounds(net: Network, ball: LinfBall, y: Tensor) -> Tensor:
+# A margin whose rigorous bound from float32 intermediate bounds lies within this fraction
+# of the margins' scale below zero is recomputed with float64 intermediate bounds, where the
+# rounding allowance is ~1e-13 instead of ~1e-4 of the magnitudes.
+ESCALATE_RELATIVE = 0.02
+
+
+def margin_bounds(net: Network, ball: LinfBall, y: Tensor, *, rigorous: bool = True) -> Tensor:
     """Lower bounds J(e_y − e_j) on ``f_y − f_j`` over the ball, (batch, n_classes); column y is 0.
 
     Algorithm 1 bounds for the hidden layers, then Theorem 1 for the margins.
+    ``rigorous`` (the default) makes every bound hold for the real-valued
+    network (MATH.md §11): computed in the working dtype, and for examples
+    that float32's rounding allowance leaves undecided (no margin certified,
+    the worst within :data:`ESCALATE_RELATIVE` of zero), again in float64.
+    The result is then float64. ``False`` is the plain, differentiable
+    evaluation of training.
     """
-    bounds = dual_bounds(net, ball)
+    J = _margins(net, ball, y, rigorous)
+    if not rigorous or prepare(net, ball).dtype != torch.float32:
+        return J
+    worst = _worst_margin(J, y)
+    scale = J.detach().abs().nan_to_num(0.0).amax(1).clamp(min=1.0)
+    undecided = ~(worst > 0) & ~(worst < -ESCALATE_RELATIVE * scale)  # NaN (overflow) is retried too
+    if undecided.any():
+        index = torch.nonzero(undecided).view(-1)
+        J[index] = _margins(net, ball.select(index).to(torch.float64), y[index], True)
+    return J
+
+
+def _margins(net: Network, ball: LinfBall, y: Tensor, rigorous: bool) -> Tensor:
+    bounds = dual_bounds(net, ball, rigorous=rigorous)
     c = margin_objectives(y, net.n_outputs).to(ball.center)
-    return dual_objective(net, ball, c, bounds)
+    return dual_objective(net, ball, c, bounds, rigorous=rigorous)
+
+
+def _worst_margin(J: Tensor, y: Tensor) -> Tensor:
+    """min_{j ≠ y} J_j per example (+inf with a single class); NaN if any of them is NaN."""
+    others = torch.ones_like(J, dtype=torch.bool).scatter(1, y.view(-1, 1).to(J.device), False)
+    masked = torch.where(others, J, torch.full_like(J, torch.inf))
+    worst = masked.amin(1)
+    return torch.where(torch.isnan(masked).any(1), torch.full_like(worst, torch.nan), worst)
+
+
+def _certified(J: Tensor, y: Tensor) -> Tensor:
+    """Certified (Corollary 1): every margin bound j ≠ y is > 0, strictly; a NaN never certifies."""
+    return _worst_margin(J, y) > 0
 
 
 def robust_loss(
@@ -68,20 +107,30 @@ def robust_loss(
     ``L(−J(C), y)`` bounds the worst-case loss over the ball (eq. 14): the
     margins' lower bounds J act as logits. Returns the mean robust loss
     (differentiable in the model's parameters) and the fraction of examples
-    not certified (Corollary 1), both scalars.
+    whose plain margin bounds are not all > 0, both scalars. This is
+    training's fast path, not a certificate: use :func:`certify` for that.
     """
     if y.shape != x.shape[:1]:
         raise ValueError(f"labels of shape {tuple(y.shape)} do not match the batch of {x.shape[0]} inputs")
     net = as_network(model, tuple(x.shape[1:]))
-    J = margin_bounds(net, LinfBall(x, eps, lower, upper), y)
+    J = margin_bounds(net, LinfBall(x, eps, lower, upper), y, rigorous=False)
     loss = F.cross_entropy(-J, y)
-    err = (~_all_nonnegative(J)).float().mean()
+    err = (~_certified(J.detach(), y)).float().mean()
     return loss, err
 
 
-def _all_nonnegative(J: Tensor) -> Tensor:
-    """Certified: every margin bound ≥ 0 (a NaN never certifies)."""
-    return (J >= 0).all(dim=1)
+def correctly_classified(net: Network, x: Tensor, y: Tensor) -> Tensor:
+    """Whether f_y(x) exceeds every other logit, strictly, in the model's own dtype, (batch,) bool.
+
+    A tie is not a correct prediction, nor is a NaN or infinite logit (an overflow).
+    """
+    with torch.no_grad():
+        logits = net(x)
+    finite = torch.isfinite(logits).all(1)
+    logits = torch.where(torch.isfinite(logits), logits, torch.zeros_like(logits))
+    true = logits.gather(1, y.view(-1, 1).to(logits.device))
+    others = torch.ones_like(logits, dtype=torch.bool).scatter(1, y.view(-1, 1).to(logits.device), False)
+    return finite & (torch.where(others, true - logits, torch.full_like(logits, torch.inf)) > 0).all(1)
 
 
 def certify(
@@ -93,19 +142,21 @@ def certify(
     lower: Limit = None,
     upper: Limit = None,
     batch_size: int = 32,
+    rigorous: bool = True,
 ) -> Tensor:
     """Whether each example is certified robust at ε (Corollary 1), (batch,) bool.
 
-    True only if every margin bound is ≥ 0; a NaN bound is never a certificate.
-    ``lower``/``upper`` clamp the input set (e.g. 0 and 1 for pixels). ``eps``
-    is a scalar or one radius per example. Examples are processed in chunks of
-    ``batch_size`` to bound memory. The robust error of Corollary 1 is the
-    fraction of False.
+    True only if the prediction at x is y (strictly, in the model's dtype)
+    and every margin bound j ≠ y is > 0 strictly, after rounding (MATH.md §8,
+    §11); a NaN bound is never a certificate. ``lower``/``upper`` clamp the
+    input set (e.g. 0 and 1 for pixels). ``eps`` is a scalar or one radius
+    per example. Examples are processed in chunks of ``batch_size`` to bound
+    memory. The robust error of Corollary 1 is the fraction of False.
     """
     if y.shape != x.shape[:1]:
         raise ValueError(f"labels of shape {tuple(y.shape)} do not match the batch of {x.shape[0]} inputs")
     net = as_network(net, tuple(x.shape[1:]))
-    eps_t = torch.as_tensor(eps, dtype=x.dtype, device=x.device)
+    eps_t = eps if isinstance(eps, Tensor) else torch.as_tensor(eps, dtype=torch.float64)  # no float32 rounding
     out = []
     with torch.no_grad():
         for start in range(0, x.shape[0], batch_size):
@@ -116,7 +167,9 @@ def certify(
                 _slice_limit(lower, sl, x),
                 _slice_limit(upper, sl, x),
             )
-            out.append(_all_nonnegative(margin_bounds(net, ball, y[sl].to(x.device))))
+            labels = y[sl].to(x.device)
+            ok = _certified(margin_bounds(net, ball, labels, rigorous=rigorous), labels)
+            out.append(ok & correctly_classified(net, x[sl], labels))
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.bool, device=x.device)
 
 
@@ -130,6 +183,8 @@ def detect(
     batch_size: int = 32,
 ) -> tuple[Tensor, Tensor]:
     """Detection certificates (Corollary 2): the predicted class and whether it is certified.
+
+    A tie for the top logit at x certifies nothing (:func:`certify` needs a strict prediction).
 
     If certified, no input within ε of x is classified differently, so x cannot
     be an adversarial example of a correctly classified point within ε.
@@ -168,7 +223,7 @@ def certified_radius(
     upper: Limit = None,
     batch_size: int = 32,
 ) -> CertifiedRadius:
-    """The largest ε with every margin bound ≥ 0 for class y (default: the predicted class).
+    """The largest ε with every margin bound > 0 for class y (default: the predicted class).
 
     The certificate is monotone in ε. The bracket grows geometrically from
     ``eps_start`` (doubling while certified, up to ``eps_max``), so every

@@ -287,7 +287,9 @@ def build_parser() -> argparse.ArgumentParser:
     _data_args(p, eps_required=False)
     p.add_argument("--vnnlib", type=Path, nargs="+", default=None, help="VNNLIB property files (.vnnlib or .vnnlib.gz)")
     p.add_argument("--method", choices=METHODS, default="dual")
-    p.add_argument("--time-limit", type=float, default=None, help="MILP seconds per example")
+    p.add_argument("--time-limit", type=float, default=None,
+                   help="wall-clock seconds per example or property for the LP, LP-all and MILP methods, model building "
+                        "included (default: none); a row left unsolved makes the verdict unknown")
     _common(p)
     p.set_defaults(run=cmd_verify)
 

@@ -24,25 +24,17 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .bounds import Bounds, basis_spread, check_compatible
+from .bounds import Bounds, prepare
 from .network import AffineBlock, Dense, Network
+from .relu import crossing, dual_step, dual_term, local_minimum, relu_slope, sound_slope
+from .rigorous import error_bound, lower_bound, widen
 from .sets import Ball
 
 # Upper limit on the elements of one chunk pushed through a block at once.
 CHUNK_ELEMENTS = 1 << 24
 
-
-def relu_slope(lower: Tensor, upper: Tensor) -> Tensor:
-    """The diagonal D of the linear dual network (eq. 7 with α = u/(u − ℓ)).
-
-    0 on I⁻ (u ≤ 0), 1 on I⁺ (ℓ ≥ 0) and u/(u − ℓ) on crossing units, written
-    as one formula ``u⁺ / (u⁺ − ℓ⁻)`` so that no branch divides by zero (a NaN
-    in an unused branch of ``torch.where`` would still poison gradients).
-    """
-    up = upper.clamp(min=0)
-    den = up - lower.clamp(max=0)
-    positive = den > 0
-    return torch.where(positive, up / torch.where(positive, den, torch.ones_like(den)), torch.zeros_like(den))
+# ν_i from ν̂_i: (hidden layer index, ν̂ (B, m, *s), ℓ (B, 1, *s), u (B, 1, *s)) → ν (B, m, *s).
+Multipliers = Callable[[int, Tensor, Tensor, Tensor], Tensor]
 
 
 def _check_objective(net: Network, ball: Ball, c: Tensor) -> None:
@@ -72,6 +64,8 @@ def dual_objective(
     c: Tensor,
     bounds: Bounds,
     alpha: Sequence[Tensor] | None = None,
+    *,
+    rigorous: bool = True,
 ) -> Tensor:
     """J(c, α) of Theorem 1 (eq. 6–7): a lower bound on ``min_{z∈B(x)} cᵀ f(z)``.
 
@@ -83,40 +77,129 @@ def dual_objective(
         alpha: slopes of the crossing units, one tensor per hidden layer of
             shape (B, *shape_i) or (B, m, *shape_i) with values in [0, 1];
             ``None`` uses α = u/(u − ℓ), the paper's choice.
+        rigorous: bound the rounding error and subtract it (the default;
+            MATH.md §11), so J holds for the real-valued network; the walk
+            then runs in float64. ``False`` is the plain, differentiable
+            evaluation in the working dtype that training uses.
 
     Returns:
-        J, shape (B, m). For every α ∈ [0, 1] it is ≤ the LP optimum p*(c).
+        J, shape (B, m) (float64 when rigorous). For every α ∈ [0, 1] it is ≤
+        the LP optimum p*(c); nan where a bound is not finite.
     """
-    check_compatible(net, ball)
+    ball = prepare(net, ball)
     _check_objective(net, ball, c)
     _check_bounds(net, ball, bounds)
     n_hidden = len(net.blocks) - 1
     if alpha is not None and len(alpha) != n_hidden:
         raise ValueError(f"alpha needs one tensor per hidden layer ({n_hidden}), got {len(alpha)}")
+    batch = c.shape[0]
+
+    def slopes(i: int, nu_hat: Tensor, lower: Tensor, upper: Tensor) -> Tensor:
+        a = None if alpha is None else _broadcast_alpha(alpha[i], batch, tuple(nu_hat.shape[2:]))
+        return dual_step(nu_hat, lower, upper, a)
+
+    if rigorous:  # the walk is cheap beside Algorithm 1; float64 makes its rounding allowance ~1e-13
+        ball = ball.to(torch.float64)
+    return _backward(net, ball, c, bounds.to(ball.dtype), slopes, rigorous)
+
+
+def residual_magnitudes(net: Network, ball: Ball, bounds: Bounds) -> list[Tensor]:
+    """Per block, ``|W_i| max|z_i| + |b_i|`` (batch, n_out_i): what bounds the transposes' rounding.
+
+    Depends on the set and the bounds only, so many objectives on one example
+    (the LP's rows) share it.
+    """
+    z_max = [ball.abs_max()] + [bounds.upper[i].clamp(min=0) for i in range(len(net.blocks) - 1)]
+    return [block.abs_forward(z).flatten(1) for block, z in zip(net.blocks, z_max)]
+
+
+def objective_from_multipliers(
+    net: Network,
+    ball: Ball,
+    c: Tensor,
+    bounds: Bounds,
+    multipliers: Sequence[Tensor],
+    residuals: Sequence[Tensor] | None = None,
+) -> Tensor:
+    """A rigorous lower bound on ``min_{z∈B} cᵀ f(z)`` from ANY multipliers ν_2..ν_{k-1}.
+
+    The multipliers of the equalities ``ẑ_{i+1} = W_i z_i + b_i`` (one tensor
+    (B, m, *shape_i) per hidden layer, Theorem 1's sign) may come from
+    anywhere, an LP solver's duals included: each unit's term is minimised
+    over its relaxation set exactly (:func:`lpverify.relu.local_minimum`), so
+    the bound never relies on the multipliers being optimal or even feasible.
+    This is the safe bound of Neumaier & Shcherbina (MATH.md §11) with the
+    triangle of each crossing unit kept whole. Computed in float64;
+    ``residuals`` are :func:`residual_magnitudes` of the float64 network,
+    set and bounds, when the caller keeps them.
+    """
+    ball = prepare(net, ball).to(torch.float64)
+    net = net.detached(torch.float64)
+    _check_objective(net, ball, c)
+    _check_bounds(net, ball, bounds)
+    if len(multipliers) != len(net.blocks) - 1:
+        raise ValueError(f"need one multiplier tensor per hidden layer ({len(net.blocks) - 1}), got {len(multipliers)}")
+
+    def given(i: int, nu_hat: Tensor, lower: Tensor, upper: Tensor) -> Tensor:
+        nu = torch.as_tensor(multipliers[i], dtype=nu_hat.dtype, device=nu_hat.device)
+        if nu.numel() != nu_hat.numel():
+            raise ValueError(f"multipliers of hidden layer {i} have {nu.numel()} entries, expected {tuple(nu_hat.shape)}")
+        return nu.reshape(nu_hat.shape)
+
+    return _backward(net, ball, c, bounds.to(torch.float64), given, rigorous=True, residuals=residuals)
+
+
+def _backward(
+    net: Network,
+    ball: Ball,
+    c: Tensor,
+    bounds: Bounds,
+    multipliers: Multipliers,
+    rigorous: bool,
+    residuals: Sequence[Tensor] | None = None,
+) -> Tensor:
+    """Run the dual network backwards (eq. 5–7) and sum Theorem 1's terms; see :func:`dual_objective`.
+
+    Rigorous mode: for any numbers ν, ν̂ actually computed,
+    ``cᵀẑ_k ≥ −Σ ν_{i+1}ᵀb_i − h(ν̂_1) + Σ_j local_j − Σ_i r_iᵀz_i`` where
+    ``r_i = W_iᵀν_{i+1} − ν̂_i`` is the transpose's rounding error,
+    ``|r_iᵀ z_i| ≤ γ |ν_{i+1}|ᵀ |W_i| max|z_i|``; every sum's own rounding is
+    bounded by γ times the magnitude accumulated beside it.
+    """
     batch, m = c.shape[:2]
     c = c.to(ball.center)
-
     nu = (-c).reshape(batch * m, *net.output_shape)  # ν_k = −c
     objective = torch.zeros(batch, m, dtype=c.dtype, device=c.device)
-    for i in range(n_hidden, -1, -1):
+    magnitude = torch.zeros_like(objective)
+    if rigorous and residuals is None:
+        residuals = residual_magnitudes(net, ball, bounds)
+    for i in range(len(net.blocks) - 1, -1, -1):
         block = net.blocks[i]
-        bias = block.bias(nu).flatten()
-        objective = objective - nu.reshape(batch, m, -1) @ bias  # − ν_{i+1}ᵀ b_i
+        nu_flat = nu.reshape(batch, m, -1)
+        objective = objective - nu_flat @ block.bias(nu).flatten()  # − ν_{i+1}ᵀ b_i
+        if rigorous:  # bias rounding and the transpose's residual, both within |ν|ᵀ(|W| max|z| + |b|)
+            magnitude = magnitude + (nu_flat.abs() * residuals[i].unsqueeze(1)).sum(-1)
         nu_hat = block.transpose(nu).reshape(batch, m, *block.in_shape)  # ν̂_i = W_iᵀ ν_{i+1}
         if i == 0:
-            return objective - ball.support(nu_hat)  # − h(ν̂_1)
+            objective = objective - ball.support(nu_hat)  # − h(ν̂_1)
+            if rigorous:
+                magnitude = magnitude + ball.support_magnitude(nu_hat)
+            break
         lower, upper = bounds.lower[i - 1].unsqueeze(1), bounds.upper[i - 1].unsqueeze(1)
-        slope = relu_slope(lower, upper)
-        if alpha is None:
-            nu_i = slope * nu_hat
+        nu_i = multipliers(i - 1, nu_hat, lower, upper)
+        if rigorous:
+            term, term_magnitude = local_minimum(nu_i, nu_hat, lower, upper)
+            objective = objective + term.flatten(2).sum(-1)
+            magnitude = magnitude + term_magnitude.flatten(2).sum(-1)
         else:
-            a = _broadcast_alpha(alpha[i - 1], batch, block.in_shape)
-            crossing = (lower < 0) & (upper > 0)
-            nu_i = torch.where(crossing, slope * nu_hat.clamp(min=0) - a * (-nu_hat).clamp(min=0), slope * nu_hat)
-        # + Σ_{j∈I} ℓ_j [ν_j]₊ ; ℓ⁻ vanishes on I⁺ and ν vanishes on I⁻, so no mask is needed.
-        objective = objective + (lower.clamp(max=0) * nu_i.clamp(min=0)).flatten(2).sum(-1)
+            objective = objective + dual_term(nu_i, lower).flatten(2).sum(-1)  # Σ_{j∈I} ℓ_j [ν_j]₊
         nu = nu_i.reshape(batch * m, *block.in_shape)
-    raise AssertionError("unreachable")
+    if not rigorous:
+        return objective
+    units = sum(b.in_features for b in net.blocks)
+    depth = max(b.rounding_depth for b in net.blocks) + 2 * units + 8 * len(net.blocks) + 32
+    objective = lower_bound(objective, error_bound(magnitude, depth))
+    return torch.where(bounds.finite().unsqueeze(1), objective, torch.full_like(objective, float("nan")))
 
 
 def _broadcast_alpha(a: Tensor, batch: int, shape: tuple[int, ...]) -> Tensor:
@@ -129,7 +212,7 @@ def _broadcast_alpha(a: Tensor, batch: int, shape: tuple[int, ...]) -> Tensor:
     return a
 
 
-def dual_bounds(net: Network, ball: Ball) -> Bounds:
+def dual_bounds(net: Network, ball: Ball, *, rigorous: bool = True) -> Bounds:
     """Layer-wise bounds of Algorithm 1 (eq. 9–10) for every pre-activation, logits included.
 
     The relaxed network L (every ReLU replaced by its slope D, eq. 7) is run
@@ -147,8 +230,16 @@ def dual_bounds(net: Network, ball: Ball) -> Bounds:
     The first hidden layer's bounds are therefore its interval bounds.
     Examples of a batch have different numbers of crossing units; columns are
     padded to the batch maximum with zero coefficients.
+
+    ``rigorous`` (the default; MATH.md §11): the slopes are rounded up
+    (:func:`lpverify.relu.sound_slope`, still a valid relaxation), and each
+    layer is widened by ``γ_n s_m``, where the magnitude ``s_m`` is the same
+    forward pass on absolute values,
+    ``s_{m+1} = |W_m| D_m (s_m + |ℓ_m| [I_m]) + |b_m|``, ``s_2 = |W_1|(|mid| + rad) + |b_1|``,
+    and n counts the roundings chained into one bound: the bounds then hold
+    for the real-valued network. ``False`` is the plain evaluation (training).
     """
-    check_compatible(net, ball)
+    ball = prepare(net, ball)
     first = net.blocks[0]
     n_in = first.in_features
     ref = ball.mid
@@ -157,14 +248,19 @@ def dual_bounds(net: Network, ball: Ball) -> Bounds:
     rad = ball.rad.flatten(1)  # (B, n_in)
 
     offset = first(ball.mid)
-    spread = basis_spread(ball, basis)
-    lower, upper = [offset - spread], [offset + spread]
+    spread = ball.spread(basis)
+    lo, up = offset - spread, offset + spread
+    if rigorous:
+        magnitude = first.abs_forward(ball.abs_max())
+        depth = first.rounding_depth + n_in + 8
+        lo, up = widen(lo, up, error_bound(magnitude, depth))
+    lower, upper = [lo], [up]
 
     cols_in: Tensor | None = None  # (B, n_in, *s_m), materialised after the first ReLU
     relu_cols: list[tuple[Tensor, Tensor]] = []  # (ℓ coefficients (B, K), columns (B, K, *s_m))
     for block in net.blocks[1:]:
         lo, up = lower[-1], upper[-1]
-        slope = relu_slope(lo, up)
+        slope = sound_slope(lo, up) if rigorous else relu_slope(lo, up)
         if cols_in is None:
             cols_in, spread = _push_input_columns(block, slope, basis, rad, _input_coloring(net), ball.dual_norm)
         else:
@@ -176,8 +272,14 @@ def dual_bounds(net: Network, ball: Ball) -> Bounds:
             coef, index, vals = new
             cols = block.unit_columns(index, vals) * vals.view(*vals.shape, *([1] * len(block.out_shape)))
             relu_cols.append((coef, cols))
+        if rigorous:
+            scaled = torch.where(crossing(lo, up), magnitude + lo.abs(), magnitude)
+            magnitude = block.abs_forward(slope * scaled)
+            depth += block.rounding_depth + 4 + (0 if new is None else new[0].shape[1])
         offset = block(slope * offset)
         lo, up = _bounds_from_columns(offset, spread, relu_cols)
+        if rigorous:
+            lo, up = widen(lo, up, error_bound(magnitude, depth))
         lower.append(lo)
         upper.append(up)
     return Bounds(tuple(lower), tuple(upper))
@@ -334,6 +436,7 @@ def optimize_alpha(
     *,
     steps: int = 50,
     lr: float = 0.05,
+    rigorous: bool = True,
 ) -> Tensor:
     """``max_α J(c, α)`` over slopes α ∈ [0, 1] of the crossing units (Theorem 1 with free α).
 
@@ -342,8 +445,10 @@ def optimize_alpha(
     slopes, shape (B, m, *s_i) per hidden layer, warm-started at the paper's
     α = u/(u − ℓ) and improved by Adam ascent on J projected back to [0, 1].
     The best iterate of every objective is kept, so the result is never below
-    ``dual_objective(net, ball, c, bounds)``. The bounds of the hidden layers
-    stay fixed and no gradient reaches the network parameters.
+    ``dual_objective(net, ball, c, bounds)``; with ``rigorous`` (the default)
+    the best iterate's slopes are evaluated rigorously at the end. The bounds
+    of the hidden layers stay fixed and no gradient reaches the network
+    parameters.
 
     Returns:
         the best J found, shape (B, m), detached.
@@ -352,18 +457,25 @@ def optimize_alpha(
         raise ValueError(f"steps must be >= 0, got {steps}")
     bounds = Bounds(tuple(t.detach() for t in bounds.lower), tuple(t.detach() for t in bounds.upper))
     with torch.no_grad():
-        best = dual_objective(net, ball, c, bounds)
-    batch, m = best.shape
+        start = dual_objective(net, ball, c, bounds, rigorous=rigorous)
+    batch, m = start.shape
     alphas = [
         relu_slope(lo, up).unsqueeze(1).expand(batch, m, *lo.shape[1:]).clone().requires_grad_(True)
         for lo, up in bounds.hidden
     ]
     if not alphas or steps == 0:
-        return best
+        return start
+    best_alphas = [a.detach().clone() for a in alphas]
+    best = torch.full_like(start, -torch.inf)
     optimizer = torch.optim.Adam(alphas, lr=lr)
-    for _ in range(steps):
-        value = dual_objective(net, ball, c, bounds, alphas)
-        best = torch.maximum(best, value.detach())
+    for step in range(steps + 1):
+        value = dual_objective(net, ball, c, bounds, alphas, rigorous=False)  # the ascent's own objective
+        better = value.detach() > best
+        best = torch.where(better, value.detach(), best)
+        for kept, a in zip(best_alphas, alphas):
+            kept.copy_(torch.where(better.view(batch, m, *([1] * (a.ndim - 2))), a.detach(), kept))
+        if step == steps:
+            break
         grads = torch.autograd.grad(-value.sum(), alphas)  # only α's gradients, none on the parameters
         for a, g in zip(alphas, grads):
             a.grad = g
@@ -371,5 +483,12 @@ def optimize_alpha(
         with torch.no_grad():
             for a in alphas:
                 a.clamp_(0.0, 1.0)
-    with torch.no_grad():
-        return torch.maximum(best, dual_objective(net, ball, c, bounds, alphas))
+    if rigorous:  # the slopes of the best iterate, evaluated rigorously
+        with torch.no_grad():
+            best = dual_objective(net, ball, c, bounds, best_alphas, rigorous=True)
+    return _fmax(start, best)
+
+
+def _fmax(a: Tensor, b: Tensor) -> Tensor:
+    """Elementwise max that keeps a NaN of either side (a NaN bound stays unknown)."""
+    return torch.where(torch.isnan(a) | torch.isnan(b), torch.full_like(a, float("nan")), torch.maximum(a, b))

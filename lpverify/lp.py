@@ -21,21 +21,38 @@ Two builds that must agree:
   start); the multipliers ν of the eliminated equalities are recovered from
   the triangle rows' duals.
 
-A solve whose status is not optimal has ``value = nan``: it is never a bound.
+What is certified: :attr:`LPResult.bound`, the safe bound of MATH.md §11
+computed from the solver's multipliers by
+:func:`lpverify.dual.objective_from_multipliers` in outward-rounded float64.
+It is valid whatever the solver returned (an early stop, a tolerance, a
+wrong sign), because each unit's term is minimised over its relaxation set
+exactly. ``value``, the solver's objective, is reported for comparison and
+is never a bound. The objective is scaled by a power of two before solving
+(exact), so the solver's absolute tolerances meet a well-scaled problem.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
-from typing import Callable
+from dataclasses import dataclass
 
 import numpy as np
-import scipy.sparse as sp
+import torch
 from torch import Tensor
 
-from .bounds import Bounds, check_compatible
+from .bounds import Bounds, prepare
+from .dual import objective_from_multipliers, residual_magnitudes
+from .encoding import (
+    Layer,
+    column_boxes,
+    eliminate_stable,
+    example_data,
+    highs_model,
+    objective_vector,
+    solve_rows,
+    triangle_rows,
+)
 from .network import Network
 from .sets import Ball, LinfBall
 
@@ -57,7 +74,8 @@ class LPResult:
     """The outcome of one LP solve.
 
     Attributes:
-        value: the optimum of cᵀẑ_k; ``nan`` unless ``status == "optimal"``.
+        value: the solver's optimum of cᵀẑ_k; ``nan`` unless ``status == "optimal"``.
+            Not a certificate: see ``bound``.
         status: "optimal", or why there is no bound (solver status or error).
         time: seconds spent solving (model building excluded; see ``build_time``).
         input: z_1 at the optimum, shape input_shape (None without a solution).
@@ -68,6 +86,10 @@ class LPResult:
             dual network's ν). Zero on I⁻ units of the direct model.
         backend: "highs" or "cvxpy".
         build_time: seconds spent building the model this solve used.
+        bound: the safe lower bound on the LP optimum (hence on
+            ``min_{z∈B} cᵀ f(z)``) from the solver's multipliers, valid in
+            exact arithmetic whatever the solver did; ``nan`` when the solver
+            returned no multipliers.
     """
 
     value: float
@@ -78,6 +100,7 @@ class LPResult:
     duals: tuple[np.ndarray, ...] = ()
     backend: str = "highs"
     build_time: float = 0.0
+    bound: float = math.nan
 
     @property
     def optimal(self) -> bool:
@@ -88,128 +111,12 @@ def _failed(status: str, backend: str, elapsed: float = 0.0, build_time: float =
     return LPResult(value=math.nan, status=status, time=elapsed, backend=backend, build_time=build_time)
 
 
-@dataclass(frozen=True)
-class _Layer:
-    """One hidden layer's bounds (float64, flat) and its unit split."""
-
-    lower: np.ndarray
-    upper: np.ndarray
-    neg: np.ndarray = field(init=False)  # I⁻
-    pos: np.ndarray = field(init=False)  # I⁺
-    cross: np.ndarray = field(init=False)  # I
-
-    def __post_init__(self) -> None:
-        neg = self.upper <= 0
-        pos = ~neg & (self.lower >= 0)
-        object.__setattr__(self, "neg", neg)
-        object.__setattr__(self, "pos", pos)
-        object.__setattr__(self, "cross", ~neg & ~pos)
-
-
-def _one_example(net: Network, ball: Ball, bounds: Bounds) -> tuple[np.ndarray, np.ndarray, list[_Layer]] | str:
-    """Box and per-layer bounds as float64 numpy, or the reason they cannot make an LP."""
-    check_compatible(net, ball)
-    if ball.batch_size != 1 or bounds.batch_size != 1:
-        raise ValueError(
-            f"the LP is built for one example: got a ball of batch {ball.batch_size} and bounds of batch "
-            f"{bounds.batch_size}; use ball.select(i) and bounds.select(i)"
-        )
-    if len(bounds) < len(net.blocks) - 1:
-        raise ValueError(f"bounds cover {len(bounds)} layers but the network has {len(net.blocks) - 1} hidden layers")
-    lo = ball.lo.detach().cpu().double().numpy().ravel()
-    hi = ball.hi.detach().cpu().double().numpy().ravel()
-    layers = []
-    for i, shape in enumerate(net.hidden_shapes):
-        lower = bounds.lower[i].detach().cpu().double().numpy().ravel()
-        upper = bounds.upper[i].detach().cpu().double().numpy().ravel()
-        if lower.size != math.prod(shape):
-            raise ValueError(f"bounds of hidden layer {i} have {lower.size} units, the network has {math.prod(shape)}")
-        if not (np.isfinite(lower).all() and np.isfinite(upper).all()):
-            return f"invalid bounds: hidden layer {i} has NaN or infinite bounds"
-        layers.append(_Layer(lower, upper))
-    return lo, hi, layers
-
-
-def _objective(net: Network, c: np.ndarray | Tensor) -> np.ndarray:
-    c = np.asarray(c.detach().cpu().double() if isinstance(c, Tensor) else c, dtype=np.float64).ravel()
-    if c.shape != (net.n_outputs,):
-        raise ValueError(f"objective c must have {net.n_outputs} entries, got {c.size}")
-    if not np.isfinite(c).all():
-        raise ValueError("objective c contains NaN or inf")
-    return c
-
-
-@dataclass(frozen=True)
-class CrossingExpr:
-    """The crossing units I of one hidden layer, with their pre-activations in terms of v.
-
-    ``ẑ_I = expr @ v + offset``, where v is the vector of free variables of
-    :func:`eliminate_stable` and ``columns`` are the variables z of these units.
-    """
-
-    units: np.ndarray  # flat indices of I in the layer
-    columns: np.ndarray  # index in v of each unit's post-activation z
-    expr: sp.csr_matrix  # (|I|, n_var)
-    offset: np.ndarray  # (|I|,)
-    lower: np.ndarray  # ℓ_I
-    upper: np.ndarray  # u_I
-
-
-@dataclass(frozen=True)
-class Eliminated:
-    """A network with its stable units eliminated (MATH.md §2, §6).
-
-    The free variables are ``v = (z_1, z of the crossing units of layer 1, of
-    layer 2, ...)``, ``n_var`` in all, the input first. ``crossing`` gives, per
-    hidden layer, the affine expressions of the crossing units' ẑ; the logits
-    are ``ẑ_k = out_map @ v + out_offset``. Exact for any assignment of the
-    crossing units' z only if the bounds are valid (I⁻ really off, I⁺ really on).
-    """
-
-    n_input: int
-    n_var: int
-    crossing: tuple[CrossingExpr, ...]
-    out_map: sp.csr_matrix  # (n_out, n_var)
-    out_offset: np.ndarray  # (n_out,)
-
-
-def eliminate_stable(mats: list[tuple[sp.csr_matrix, np.ndarray]], layers: list[_Layer]) -> Eliminated:
-    """Substitute the stable units: I⁻ gives z = 0, I⁺ passes its expression on (z = ẑ).
-
-    ``mats`` are the exact (W_i, b_i) of :meth:`Network.sparse`; ``layers`` the
-    hidden layers' bounds. Each crossing unit gets one new variable z, so both
-    the LP (the triangle, §2) and the MILP (§6) add only rows on crossing units.
-    """
-    n_in = mats[0][0].shape[1]
-    post = sp.identity(n_in, format="csr")  # z_1 = x, as a map from v
-    post_offset = np.zeros(n_in)
-    n_var = n_in
-    parts: list[tuple[np.ndarray, np.ndarray, sp.csr_matrix, np.ndarray, np.ndarray, np.ndarray]] = []
-    for (w, b), layer in zip(mats[:-1], layers):
-        # Expressions of the units not in I⁻ only: nothing reads the others.
-        active = np.flatnonzero(~layer.neg)
-        expr = (w[active] @ post).tocsr()  # ẑ_active = expr v + offset
-        offset = w[active] @ post_offset + b[active]
-        cross = np.flatnonzero(layer.cross)
-        in_active = np.flatnonzero(layer.cross[active])  # rows of expr that cross
-        new_vars = n_var + np.arange(cross.size)
-        n_var += cross.size
-        expr.resize(expr.shape[0], n_var)
-        parts.append((cross, new_vars, expr[in_active], offset[in_active], layer.lower[cross], layer.upper[cross]))
-        # z of this layer as a map from v: ẑ on I⁺, the new variable on I, 0 on I⁻.
-        on = layer.pos[active]
-        n_units = layer.pos.size
-        keep = sp.csr_matrix((np.ones(on.sum()), (active[on], np.flatnonzero(on))), shape=(n_units, active.size))
-        chosen = sp.csr_matrix((np.ones(cross.size), (cross, new_vars)), shape=(n_units, n_var))
-        post = (keep @ expr + chosen).tocsr()
-        post_offset = np.zeros(n_units)
-        post_offset[active[on]] = offset[on]
-    crossing = []
-    for units, columns, expr, offset, lower, upper in parts:
-        expr.resize(expr.shape[0], n_var)  # earlier layers' expressions were built before later variables existed
-        crossing.append(CrossingExpr(units, columns, expr, offset, lower, upper))
-    w_out, b_out = mats[-1]
-    return Eliminated(n_in, n_var, tuple(crossing), (w_out @ post).tocsr(), w_out @ post_offset + b_out)
+def power_of_two_scale(c: np.ndarray) -> float:
+    """2^k with ``max|c| · 2^k`` in [1, 2): scaling by it is exact, and the solver sees a unit objective."""
+    top = float(np.max(np.abs(c), initial=0.0))
+    if top == 0.0:
+        return 1.0
+    return math.ldexp(1.0, -math.frexp(top)[1] + 1)
 
 
 class _LPModel:
@@ -217,13 +124,16 @@ class _LPModel:
 
     backend = ""
 
-    def _prepare(self, net: Network, ball: Ball, bounds: Bounds) -> tuple[np.ndarray, np.ndarray, list[_Layer]] | None:
+    def _prepare(self, net: Network, ball: Ball, bounds: Bounds) -> tuple[np.ndarray, np.ndarray, list[Layer]] | None:
         """The box and layers of the example, or None (with ``self.invalid`` set) if no LP can be built."""
         self._start = time.perf_counter()
         self.net = net
+        self._ball = prepare(net, ball).to(torch.float64)  # the safe bounds' set, built once
+        self._bounds = bounds.to(torch.float64)
+        self._residuals: list[Tensor] | None = None
         self.input_shape = net.input_shape
         self._solves = 0
-        prepared = _one_example(net, ball, bounds)
+        prepared = example_data(net, ball, bounds)
         self.invalid: str | None = prepared if isinstance(prepared, str) else None
         if self.invalid is not None:
             self._built()
@@ -233,9 +143,23 @@ class _LPModel:
     def _built(self) -> None:
         self.build_time = time.perf_counter() - self._start
 
+    def safe_bound(self, c: np.ndarray, duals: tuple[np.ndarray, ...] | None) -> float:
+        """The certified lower bound from multipliers ν_2..ν_{k-1} (MATH.md §11); nan without them."""
+        if duals is None or len(duals) != len(self.net.blocks) - 1:
+            return math.nan
+        if not all(np.isfinite(d).all() for d in duals):
+            return math.nan
+        c_t = torch.as_tensor(c, dtype=torch.float64).view(1, 1, -1)
+        nus = [torch.as_tensor(d, dtype=torch.float64).view(1, 1, -1) for d in duals]
+        with torch.no_grad():
+            if self._residuals is None:
+                self._residuals = residual_magnitudes(self.net.detached(torch.float64), self._ball, self._bounds)
+            bound = objective_from_multipliers(self.net, self._ball, c_t, self._bounds, nus, self._residuals)
+        return float(bound[0, 0])
+
     def _begin(self, c: np.ndarray | Tensor) -> tuple[np.ndarray, float]:
         """The checked objective, and the build time charged to this solve (the first one)."""
-        c = _objective(self.net, c)
+        c = objective_vector(self.net, c)
         build = self.build_time if self._solves == 0 else 0.0
         self._solves += 1
         return c, build
@@ -279,71 +203,57 @@ class HighsLP(_LPModel):
             return
         lo, hi, layers = prepared
         elim = eliminate_stable(net.sparse(), layers)
-        n_var = elim.n_var
         # Two faces per crossing unit, z ≥ ẑ and z ≤ d (ẑ − ℓ) with d = u/(u − ℓ) (z ≥ 0 is a bound).
-        face_rows: list[sp.csr_matrix] = []
-        row_lo, row_hi = [], []
+        rows, first_face = triangle_rows(elim)
         self._layers = layers
-        self._crossing: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (units, first face row, d)
-        n_row = 0
-        for cr in elim.crossing:
-            n_cross = cr.units.size
-            select = sp.csr_matrix((np.ones(n_cross), (np.arange(n_cross), cr.columns)), shape=(n_cross, n_var))
-            d = cr.upper / (cr.upper - cr.lower)
-            face_rows += [(select - cr.expr).tocsr(), (select - sp.diags(d) @ cr.expr).tocsr()]
-            row_lo += [cr.offset, np.full(n_cross, -np.inf)]
-            row_hi += [np.full(n_cross, np.inf), d * (cr.offset - cr.lower)]
-            self._crossing.append((cr.units, n_row + np.arange(n_cross), d))
-            n_row += 2 * n_cross
+        self._crossing = [(cr.units, first, cr.upper / (cr.upper - cr.lower)) for cr, first in zip(elim.crossing, first_face)]
         self._out_map, self._out_offset = elim.out_map, elim.out_offset  # ẑ_k = out_map v + out_offset
-        self.n_col, self.n_row = n_var, n_row
-        a = sp.vstack(face_rows, format="csc") if face_rows else sp.csc_matrix((0, n_var))
-        col_lo = np.concatenate([lo, np.zeros(n_var - lo.size)])
-        col_hi = np.concatenate([hi, np.full(n_var - lo.size, np.inf)])
-
-        inf = highspy.kHighsInf
-        model = highspy.HighsLp()
-        model.num_col_, model.num_row_ = n_var, n_row
-        model.col_cost_ = np.zeros(n_var)
-        model.col_lower_ = np.clip(col_lo, -inf, inf)
-        model.col_upper_ = np.clip(col_hi, -inf, inf)
-        model.row_lower_ = np.clip(np.concatenate(row_lo), -inf, inf) if row_lo else np.zeros(0)
-        model.row_upper_ = np.clip(np.concatenate(row_hi), -inf, inf) if row_hi else np.zeros(0)
-        model.a_matrix_.format_ = highspy.MatrixFormat.kColwise
-        model.a_matrix_.start_ = a.indptr
-        model.a_matrix_.index_ = a.indices
-        model.a_matrix_.value_ = a.data
-        self.solver = solver or choose_solver(a.nnz)
+        self.n_col, self.n_row = elim.n_var, rows.matrix.shape[0]
+        model = highs_model(rows, *column_boxes(elim, lo, hi))
+        self.solver = solver or choose_solver(rows.matrix.nnz)
+        self._time_limit = time_limit
         self._highs = highspy.Highs()
         self._highs.setOptionValue("output_flag", False)
         self._highs.setOptionValue("solver", self.solver)
-        if time_limit is not None:
-            self._highs.setOptionValue("time_limit", float(time_limit))
         self._highs.passModel(model)
         self._status_optimal = highspy.HighsModelStatus.kOptimal
-        self._all_cols = np.arange(n_var, dtype=np.int32)
+        self._all_cols = np.arange(self.n_col, dtype=np.int32)
         self._built()
 
-    def solve(self, c: np.ndarray | Tensor) -> LPResult:
-        """min cᵀ ẑ_k over the relaxation; warm-started from the previous solve's basis."""
+    def solve(self, c: np.ndarray | Tensor, *, time_limit: float | None = None) -> LPResult:
+        """min cᵀ ẑ_k over the relaxation; warm-started from the previous solve's basis.
+
+        The objective is solved scaled by a power of two; ``bound`` is the
+        safe bound of the unscaled objective from the solver's multipliers,
+        also after a time limit or a non-optimal status when HiGHS still
+        reports multipliers. ``time_limit`` overrides the model's for this solve.
+        """
         c, build = self._begin(c)
         if self.invalid is not None:
             return _failed(self.invalid, "highs", build_time=build)
         h = self._highs
+        scale = power_of_two_scale(c)
+        c_scaled = c * scale
         start = time.perf_counter()
         try:
-            h.changeColsCost(self.n_col, self._all_cols, self._out_map.T @ c)
+            limit = self._time_limit if time_limit is None else time_limit
+            h.setOptionValue("time_limit", math.inf if limit is None else max(float(limit), 1e-3))
+            h.changeColsCost(self.n_col, self._all_cols, self._out_map.T @ c_scaled)
             h.run()
             status = h.getModelStatus()
+            sol = h.getSolution()
+            objective = h.getInfo().objective_function_value
+            duals = self._nu(c_scaled, np.asarray(sol.row_dual)) if sol.dual_valid else None
+            bound = self.safe_bound(c_scaled, duals) / scale
         except Exception as err:  # a solver failure is reported, never turned into a bound
             return _failed(f"solver error: {err}", "highs", time.perf_counter() - start, build)
         elapsed = time.perf_counter() - start
         if status != self._status_optimal:
-            return _failed(f"not optimal: {h.modelStatusToString(status)}", "highs", elapsed, build)
-        value = h.getInfo().objective_function_value + float(c @ self._out_offset)
+            failed = _failed(f"not optimal: {h.modelStatusToString(status)}", "highs", elapsed, build)
+            return LPResult(**{**failed.__dict__, "bound": bound})
+        value = (objective + float(c_scaled @ self._out_offset)) / scale
         if not math.isfinite(value):
             return _failed("not optimal: non-finite objective", "highs", elapsed, build)
-        sol = h.getSolution()
         v = np.asarray(sol.col_value)
         return LPResult(
             value=value,
@@ -351,9 +261,10 @@ class HighsLP(_LPModel):
             time=elapsed,
             input=v[: math.prod(self.input_shape)].reshape(self.input_shape),
             output=self._out_map @ v + self._out_offset,
-            duals=self._nu(c, np.asarray(sol.row_dual)),
+            duals=tuple(d / scale for d in duals) if duals is not None else (),
             backend="highs",
             build_time=build,
+            bound=bound,
         )
 
     def _nu(self, c: np.ndarray, row_dual: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -424,30 +335,42 @@ class CvxpyLP(_LPModel):
         self.problem = cp.Problem(cp.Minimize(self.c @ self.logits), constraints)
         self._built()
 
-    def solve(self, c: np.ndarray | Tensor) -> LPResult:
+    def solve(self, c: np.ndarray | Tensor, *, time_limit: float | None = None) -> LPResult:
+        """min cᵀ ẑ_k; ``bound`` is the safe bound from the equalities' duals.
+
+        ``time_limit`` is accepted for a common interface but not enforced:
+        CVXPY's solvers cannot all be interrupted (use the direct model).
+        """
         import cvxpy as cp
 
         c, build = self._begin(c)
         if self.invalid is not None:
             return _failed(self.invalid, "cvxpy", build_time=build)
-        self.c.value = c
+        scale = power_of_two_scale(c)
+        self.c.value = c * scale
         start = time.perf_counter()
         try:
             self.problem.solve(solver=self.solver)
-        except cp.error.SolverError as err:
-            return _failed(f"solver error: {err}", "cvxpy", time.perf_counter() - start, build)
+            duals = None
+            if all(e.dual_value is not None for e in self._equalities):
+                duals = tuple(np.asarray(e.dual_value, dtype=np.float64).ravel() for e in self._equalities)
+            bound = self.safe_bound(c * scale, duals) / scale
+        except Exception as err:  # cvxpy raises SolverError, ValueError, ...: reported, never a bound
+            return _failed(f"solver error: {type(err).__name__}: {err}", "cvxpy", time.perf_counter() - start, build)
         elapsed = time.perf_counter() - start
         if self.problem.status != cp.OPTIMAL or self.problem.value is None or not math.isfinite(self.problem.value):
-            return _failed(f"not optimal: {self.problem.status}", "cvxpy", elapsed, build)
+            failed = _failed(f"not optimal: {self.problem.status}", "cvxpy", elapsed, build)
+            return LPResult(**{**failed.__dict__, "bound": bound})
         return LPResult(
-            value=float(self.problem.value),
+            value=float(self.problem.value) / scale,
             status="optimal",
             time=elapsed,
             input=np.asarray(self.z_in.value).reshape(self.net.input_shape),
             output=np.asarray(self.logits.value),
-            duals=tuple(np.asarray(e.dual_value, dtype=np.float64).ravel() for e in self._equalities),
+            duals=tuple(d / scale for d in duals) if duals is not None else (),
             backend="cvxpy",
             build_time=build,
+            bound=bound,
         )
 
 
@@ -479,16 +402,6 @@ def solve_lp(
     list, solved on one model with warm starts.
     """
     return solve_rows(build_lp(net, ball, bounds, backend).solve, c)
-
-
-def solve_rows(solve: Callable, c: np.ndarray | Tensor) -> object | list:
-    """``solve(c)`` for c of shape (n_out,), or a list of ``solve(row)`` on one model for c of shape (m, n_out)."""
-    c_arr = c.detach().cpu().double().numpy() if isinstance(c, Tensor) else np.asarray(c, dtype=np.float64)
-    if c_arr.ndim == 1:
-        return solve(c_arr)
-    if c_arr.ndim == 2:
-        return [solve(row) for row in c_arr]
-    raise ValueError(f"objective c must have shape (n_out,) or (m, n_out), got {c_arr.shape}")
 
 
 __all__ = ["LPResult", "HighsLP", "CvxpyLP", "build_lp", "solve_lp"]

@@ -7,10 +7,11 @@ bounds of layers < m, then moves on to layer m + 1. It is the tightest bound
 the triangle relaxation can give layer by layer, and the most expensive: two
 LPs per unit.
 
-Soundness: an LP that does not end optimal leaves the unit's incoming bound
-in place (``bounds``, Algorithm 1 by default), and every LP value is widened
-by :data:`LP_TOLERANCE` (HiGHS's feasibility tolerance) before it is used, so
-a rounding error of the solver cannot cut off a reachable value.
+Soundness: each unit's new bound is the LP's safe bound
+(:attr:`lpverify.lp.LPResult.bound`, MATH.md §11), valid whatever the solver
+returned, rounded outward into the bounds' dtype; a solve without
+multipliers leaves the unit's incoming bound (``bounds``, Algorithm 1 by
+default) in place.
 """
 
 from __future__ import annotations
@@ -27,10 +28,8 @@ from .bounds import Bounds
 from .dual import dual_bounds
 from .lp import build_lp
 from .network import Network
+from .rigorous import to_dtype_down, to_dtype_up
 from .sets import Ball
-
-# Relative widening of every LP value used as a bound.
-LP_TOLERANCE = 1e-6
 
 
 def lp_bounds(
@@ -91,7 +90,7 @@ def lp_bounds(
             model = build_lp(prefixes[i], one, earlier, backend)
             failed += _tighten_layer(model, lo, up, units, deadline)
     if failed:
-        warnings.warn(f"{failed} LP solves did not end optimal or were cut by the time limit; "
+        warnings.warn(f"{failed} LP solves gave no safe bound or were cut by the time limit; "
                       "those units keep their starting bounds", stacklevel=2)
     return Bounds(tuple(lower), tuple(upper))
 
@@ -114,16 +113,19 @@ def _tighten_layer(model, lo: torch.Tensor, up: torch.Tensor, units: np.ndarray,
         if time.perf_counter() >= deadline:
             return failed + 2 * (units.size - n)
         c[j] = 1.0
-        low, high = model.solve(c), model.solve(-c)
+        left = None if math.isinf(deadline) else max(deadline - time.perf_counter(), 1e-3)
+        low = model.solve(c, time_limit=left)
+        left = None if math.isinf(deadline) else max(deadline - time.perf_counter(), 1e-3)
+        high = model.solve(-c, time_limit=left)
         c[j] = 0.0
-        if low.optimal:
-            value = low.value - LP_TOLERANCE * max(1.0, abs(low.value))
-            lo[j] = max(float(lo[j]), value)
-        if high.optimal:
-            value = -high.value + LP_TOLERANCE * max(1.0, abs(high.value))
-            up[j] = min(float(up[j]), value)
-        failed += (not low.optimal) + (not high.optimal)
+        if math.isfinite(low.bound):  # the safe bound, rounded down into the bounds' dtype
+            value = to_dtype_down(torch.tensor(low.bound, dtype=torch.float64), lo.dtype)
+            lo[j] = torch.maximum(lo[j], value)
+        if math.isfinite(high.bound):
+            value = to_dtype_up(torch.tensor(-high.bound, dtype=torch.float64), up.dtype)
+            up[j] = torch.minimum(up[j], value)
+        failed += (not math.isfinite(low.bound)) + (not math.isfinite(high.bound))
     return failed
 
 
-__all__ = ["LP_TOLERANCE", "lp_bounds"]
+__all__ = ["lp_bounds"]

@@ -22,14 +22,15 @@ What a result means (:class:`MILPResult`):
 * ``value`` is ``cᵀ f(witness)`` recomputed by a float64 forward pass of the
   network's exact matrices at the solver's input, clipped into the box — an
   *attained* value, so ``true min ≤ value`` whatever the solver or the bounds.
-* ``bound`` is HiGHS's proven dual bound, ``bound ≤ true min`` *provided the
-  bounds ℓ, u are valid* (the MILP trusts them to eliminate stable units and
-  to size the big-M rows). It is nan after a failed solve or a failed check.
+* ``bound`` is HiGHS's dual bound: *unchecked*. It holds in exact arithmetic
+  only up to the solver's integrality, feasibility and gap tolerances, so it
+  is reported for diagnostics and never counted as a certificate (MATH.md
+  §11; a rigorous *verified* comes from a safe bound, see
+  :func:`lpverify.verify`). It is nan after a failed solve or a failed check.
 * For a margin objective ``c = e_y − e_t`` (:func:`lpverify.margin_objectives`)
-  a caller decides: ``bound ≥ 0`` → verified (no input of the ball ranks t
-  above y; ≥ as in :func:`lpverify.certify`); ``value < 0`` → violated, the
-  witness is a counterexample (checked in float64); otherwise unknown (a
-  time limit hit before the sign was settled). :attr:`MILPResult.verdict`.
+  the MILP can only convict: ``value < 0`` → violated, the witness is a
+  counterexample (re-checked by :func:`lpverify.verify`); otherwise unknown.
+  :attr:`MILPResult.verdict`.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ import scipy.sparse as sp
 from torch import Tensor
 
 from .bounds import Bounds
-from .lp import Eliminated, _objective, _one_example, eliminate_stable, solve_rows
+from .encoding import big_m_rows, column_boxes, eliminate_stable, example_data, highs_model, objective_vector, solve_rows
 from .network import Network
 from .sets import LinfBall
 
@@ -112,13 +113,20 @@ class MILPResult:
 
     @property
     def verdict(self) -> str:
-        """For an objective whose sign matters (a margin): "verified" (bound ≥ 0),
-        "violated" (value < 0; the witness is a counterexample) or "unknown"."""
-        if self.bound >= 0:  # False for nan
-            return "verified"
+        """For an objective whose sign matters (a margin): "violated" (value < 0 at the
+        witness) or "unknown". Never "verified": the solver's bound is unchecked."""
         if self.value < 0:
             return "violated"
         return "unknown"
+
+    @property
+    def start_returned(self) -> bool:
+        """The solver reported its seed point unchanged as the optimum with a bound at its value.
+
+        Seen on small conv nets at ~0.25% of solves; harmless here, since only
+        the witness's own value is used, but worth a look when it happens.
+        """
+        return self.status == "optimal" and self.nodes == 0 and self.gap == 0.0 and self.solver_gap == 0.0
 
 
 def forward64(mats: list[tuple[sp.csr_matrix, np.ndarray]], x: np.ndarray) -> list[np.ndarray]:
@@ -143,36 +151,6 @@ class _Columns:
     @property
     def n_col(self) -> int:
         return self.n_var + self.n_bin
-
-
-def _milp_rows(elim: Eliminated) -> tuple[sp.csc_matrix, np.ndarray, np.ndarray]:
-    """The rows of §6 on every crossing unit, with ẑ = E v + e substituted:
-
-    ``z − E v ≥ e`` (z ≥ ẑ), ``z − u a ≤ 0`` (z ≤ u·a) and
-    ``z − E v − ℓ a ≤ e − ℓ`` (z ≤ ẑ − ℓ(1 − a)); z ≥ 0 and a ∈ [0, 1] are
-    column bounds. Returns (A, row_lower, row_upper) with A of shape
-    (3 |I|, n_var + |I|), the binaries after v in the LP's order.
-    """
-    n_bin = sum(cr.units.size for cr in elim.crossing)
-    n_col = elim.n_var + n_bin
-    blocks: list[sp.csr_matrix] = []
-    row_lo: list[np.ndarray] = []
-    row_hi: list[np.ndarray] = []
-    first_bin = elim.n_var
-    for cr in elim.crossing:
-        n = cr.units.size
-        rows = np.arange(n)
-        bins = first_bin + rows
-        first_bin += n
-        expr = sp.hstack([cr.expr, sp.csr_matrix((n, n_bin))], format="csr")
-        z = sp.csr_matrix((np.ones(n), (rows, cr.columns)), shape=(n, n_col))
-        a = sp.csr_matrix((np.ones(n), (rows, bins)), shape=(n, n_col))
-        blocks += [z - expr, z - sp.diags(cr.upper) @ a, z - expr - sp.diags(cr.lower) @ a]
-        row_lo += [cr.offset, np.full(n, -np.inf), np.full(n, -np.inf)]
-        row_hi += [np.full(n, np.inf), np.zeros(n), cr.offset - cr.lower]
-    if not blocks:
-        return sp.csc_matrix((0, n_col)), np.zeros(0), np.zeros(0)
-    return sp.vstack(blocks, format="csc"), np.concatenate(row_lo), np.concatenate(row_hi)
 
 
 class MILPModel:
@@ -202,7 +180,7 @@ class MILPModel:
         begun = time.perf_counter()
         self.net = net
         self._solves = 0
-        prepared = _one_example(net, ball, bounds)
+        prepared = example_data(net, ball, bounds)
         self.invalid: str | None = prepared if isinstance(prepared, str) else None
         if self.invalid is not None:
             self.build_time = time.perf_counter() - begun
@@ -213,27 +191,14 @@ class MILPModel:
         self._mats = net.sparse()
         elim = eliminate_stable(self._mats, layers)
         self._elim = elim
-        a, row_lo, row_hi = _milp_rows(elim)
-        cols = _Columns(elim.n_input, elim.n_var, a.shape[1] - elim.n_var)
+        rows = big_m_rows(elim)
+        cols = _Columns(elim.n_input, elim.n_var, elim.n_crossing)
         self._cols = cols
-        upper_z = np.concatenate([cr.upper for cr in elim.crossing]) if cols.n_bin else np.zeros(0)
-
-        inf = highspy.kHighsInf
-        model = highspy.HighsLp()
-        model.num_col_, model.num_row_ = cols.n_col, a.shape[0]
-        model.col_cost_ = np.zeros(cols.n_col)
         # z ≤ u is implied by z ≤ u·a; as a column bound it tightens nothing but helps presolve.
-        model.col_lower_ = np.concatenate([lo, np.zeros(cols.n_var - cols.n_input), np.zeros(cols.n_bin)])
-        model.col_upper_ = np.concatenate([hi, upper_z, np.ones(cols.n_bin)])
-        model.row_lower_ = np.clip(row_lo, -inf, inf)
-        model.row_upper_ = np.clip(row_hi, -inf, inf)
-        model.a_matrix_.format_ = highspy.MatrixFormat.kColwise
-        model.a_matrix_.start_ = a.indptr
-        model.a_matrix_.index_ = a.indices
-        model.a_matrix_.value_ = a.data
-        if cols.n_bin:
-            kinds = highspy.HighsVarType
-            model.integrality_ = [kinds.kContinuous] * cols.n_var + [kinds.kInteger] * cols.n_bin
+        col_lo, col_hi = column_boxes(elim, lo, hi)
+        model = highs_model(
+            rows, np.concatenate([col_lo, np.zeros(cols.n_bin)]), np.concatenate([col_hi, np.ones(cols.n_bin)]), cols.n_bin
+        )
         h = highspy.Highs()
         h.setOptionValue("output_flag", False)
         h.setOptionValue("mip_rel_gap", float(mip_rel_gap))
@@ -268,7 +233,7 @@ class MILPModel:
         reports an attained value. ``time_limit`` overrides the model's limit
         for this solve only.
         """
-        c = _objective(self.net, c)
+        c = objective_vector(self.net, c)
         build = self.build_time if self._solves == 0 else 0.0
         self._solves += 1
         if self.invalid is not None:

@@ -20,7 +20,7 @@ are differentiable in the torch module's parameters.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from functools import cached_property
 from typing import Protocol, Sequence
 
@@ -54,6 +54,9 @@ class AffineOp(Protocol):
     def linear(self, x: Tensor) -> Tensor: ...
     def transpose(self, v: Tensor) -> Tensor: ...
     def abs_linear(self, r: Tensor) -> Tensor: ...
+    def abs_bias(self, like: Tensor) -> Tensor | None: ...
+    @property
+    def fan(self) -> int: ...
     def sparse(self) -> tuple[sp.csr_matrix, np.ndarray]: ...
     def pattern(self) -> sp.csr_matrix | None: ...
     def unit_columns(self, index: Tensor, like: Tensor) -> Tensor: ...
@@ -84,6 +87,14 @@ class Dense:
 
     def abs_linear(self, r: Tensor) -> Tensor:
         return r.flatten(1) @ _cast(self.weight, r).abs().T
+
+    def abs_bias(self, like: Tensor) -> Tensor | None:
+        return None if self.bias is None else _cast(self.bias, like).abs()
+
+    @property
+    def fan(self) -> int:
+        """The most products summed for one entry, forwards (a row) or transposed (a column)."""
+        return max(self.weight.shape)
 
     def sparse(self) -> tuple[sp.csr_matrix, np.ndarray]:
         w = self.weight.detach().cpu().double().numpy()
@@ -141,6 +152,16 @@ class Conv:
 
     def abs_linear(self, r: Tensor) -> Tensor:
         return F.conv2d(r, _cast(self.weight, r).abs(), None, self.stride, self.padding)
+
+    def abs_bias(self, like: Tensor) -> Tensor | None:
+        return None if self.bias is None else _cast(self.bias, like).abs().view(-1, 1, 1)
+
+    @property
+    def fan(self) -> int:
+        """The most products summed for one entry, forwards or transposed."""
+        c_out, c_in, kh, kw = self.weight.shape
+        sh, sw = self.stride
+        return max(c_in * kh * kw, c_out * (-(-kh // sh)) * (-(-kw // sw)))
 
     @cached_property
     def _triplets(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -216,6 +237,11 @@ class Reshape:
     linear = forward
     abs_linear = forward
 
+    def abs_bias(self, like: Tensor) -> None:
+        return None
+
+    fan = 1
+
     def transpose(self, v: Tensor) -> Tensor:
         return v.reshape(v.shape[0], *self.in_shape)
 
@@ -240,8 +266,9 @@ class AffineBlock:
     """A composition of affine ops with no ReLU between them: ``W_i z + b_i``.
 
     ``abs_linear`` of a block holding several weighted ops applies ``|W|`` op by
-    op, a sound over-estimate of ``|W_composed|``; consecutive Linear layers are
-    fused at construction so the common case is exact.
+    op, a sound over-estimate of ``|W_composed|``. Consecutive Linear layers are
+    kept apart, not multiplied out: a product of float weights would round, and
+    the network verified must be the one given.
     """
 
     ops: tuple[AffineOp, ...]
@@ -288,6 +315,20 @@ class AffineBlock:
         for op in self.ops:
             r = op.abs_linear(r)
         return r
+
+    def abs_forward(self, r: Tensor) -> Tensor:
+        """``|W_L|(…(|W_1| r + |b_1|)…) + |b_L|`` for r ≥ 0: the magnitude of ``forward`` (MATH.md §11)."""
+        for op in self.ops:
+            r = op.abs_linear(r)
+            b = op.abs_bias(r)
+            if b is not None:
+                r = r + b
+        return r
+
+    @property
+    def rounding_depth(self) -> int:
+        """Chained roundings in one entry of ``forward``, ``linear`` or ``transpose``: the op fans plus the biases."""
+        return sum(op.fan + 1 for op in self.ops)
 
     def bias(self, like: Tensor) -> Tensor:
         """The block's total bias ``b_i`` (shape out_shape), in the dtype/device of ``like``."""
@@ -364,6 +405,52 @@ class Network:
     def parameters(self) -> tuple[Tensor, ...]:
         return tuple(p for b in self.blocks for p in b.parameters())
 
+    @property
+    def dtype(self) -> torch.dtype:
+        """The widest dtype of the parameters (float16 for a network without any: it widens nothing)."""
+        dtype = torch.float16
+        for p in self.parameters():
+            dtype = torch.promote_types(dtype, p.dtype)
+        return dtype
+
+    def _version(self) -> tuple:
+        return tuple((id(p), p._version) for p in self.parameters())
+
+    def check_finite(self) -> None:
+        """A ValueError naming the first parameter that holds NaN or inf (cached until a parameter changes)."""
+        key = self._version()
+        if getattr(self, "_finite_key", None) == key:
+            return
+        for i, block in enumerate(self.blocks):
+            for j, p in enumerate(block.parameters()):
+                if not bool(torch.isfinite(p).all()):
+                    kind = "NaN" if bool(torch.isnan(p).any()) else "inf"
+                    raise ValueError(f"parameter {j} of affine block {i} (shape {tuple(p.shape)}) contains {kind}")
+        self._finite_key = key
+
+    def detached(self, dtype: torch.dtype) -> "Network":
+        """The same network with detached copies of its parameters in a wider dtype (exact), cached.
+
+        For evaluations that need no gradient and run many times on the same
+        weights (the LP's safe bounds): the casts are paid once.
+        """
+        if torch.promote_types(dtype, self.dtype) != dtype:
+            raise ValueError(f"cannot narrow a {self.dtype} network to {dtype} without rounding its weights")
+        key = (dtype, self._version())
+        cached = getattr(self, "_detached", None)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+
+        def cast(op: AffineOp) -> AffineOp:
+            changes = {f.name: getattr(op, f.name).detach().to(dtype) for f in fields(op)
+                       if f.name in ("weight", "bias") and getattr(op, f.name) is not None}
+            return replace(op, **changes) if changes else op
+
+        net = Network([AffineBlock(tuple(cast(op) for op in b.ops)) for b in self.blocks])
+        net._finite_key = net._version()
+        self._detached = (key, net)
+        return net
+
     def __repr__(self) -> str:
         shapes = " -> ".join(str(s) for s in (self.input_shape, *(b.out_shape for b in self.blocks)))
         return f"Network({len(self.blocks)} affine blocks: {shapes})"
@@ -373,8 +460,13 @@ class Network:
         return self.pre_activations(x)[-1]
 
     def pre_activations(self, x: Tensor) -> list[Tensor]:
-        """``[ẑ_2, ..., ẑ_k]`` for x of shape (batch, *input_shape)."""
+        """``[ẑ_2, ..., ẑ_k]`` for x of shape (batch, *input_shape).
+
+        Computed in the wider of x's and the parameters' dtypes: weights are
+        never rounded to a narrower input.
+        """
         self.check_input(x)
+        x = x.to(torch.promote_types(x.dtype, self.dtype))
         out = []
         for i, block in enumerate(self.blocks):
             x = block(x if i == 0 else torch.relu(x))
@@ -426,13 +518,6 @@ class Network:
             raise ValueError("the network ends with a ReLU; lpverify expects affine logits as output")
         blocks.append(_make_block(ops))
         return cls(blocks)
-
-    @classmethod
-    def from_onnx(cls, path: str, input_shape: Sequence[int] | None = None) -> "Network":
-        """Read a chain-structured ReLU network from an ONNX file (see :func:`lpverify.onnx_import.load_onnx`)."""
-        from .onnx_import import load_onnx
-
-        return load_onnx(path, input_shape)
 
 
 def _flatten_sequential(module: nn.Module) -> list[nn.Module]:
@@ -502,18 +587,12 @@ def _convert(pos: int, m: nn.Module, shape: Shape) -> AffineOp:
 
 
 def _make_block(ops: list[AffineOp]) -> AffineBlock:
-    """Group ops into a block, folding Flatten into a following Linear and fusing Linear chains."""
+    """Group ops into a block, folding a Flatten into the following Linear (exact: no arithmetic)."""
     merged: list[AffineOp] = []
     for op in ops:
         prev = merged[-1] if merged else None
         if isinstance(op, Dense) and isinstance(prev, Reshape):
             merged[-1] = Dense(op.weight, op.bias, prev.in_shape)
-        elif isinstance(op, Dense) and isinstance(prev, Dense):
-            # W2 (W1 z + b1) + b2: exact, keeps |W| tight, stays differentiable.
-            weight = op.weight @ prev.weight
-            b1 = prev.bias if prev.bias is not None else torch.zeros_like(prev.weight[:, 0])
-            bias = op.weight @ b1 + (op.bias if op.bias is not None else 0)
-            merged[-1] = Dense(weight, bias, prev.in_shape)
         elif isinstance(op, Reshape) and isinstance(prev, Reshape):
             merged[-1] = Reshape(prev.in_shape, op.out_shape)
         else:

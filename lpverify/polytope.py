@@ -22,7 +22,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from scipy.spatial import ConvexHull, HalfspaceIntersection
-from torch import Tensor
 
 from .bounds import Bounds
 from .dual import dual_objective

@@ -93,7 +93,7 @@ def paper_network(name: str, path: str | Path) -> Network:
 def load_network(path: str | Path, arch: str | None = None, input_shape: tuple[int, ...] | None = None) -> Network:
     """A ``Network`` from a model file, whatever form it takes.
 
-    * ``.onnx`` (or ``.onnx.gz``): imported with :meth:`Network.from_onnx`.
+    * ``.onnx`` (or ``.onnx.gz``): imported with :func:`lpverify.onnx_import.load_onnx`.
     * a torch state_dict: needs ``arch``, one of the paper's architectures
       (:data:`INPUT_SHAPES`), e.g. the weights in ../shared/models.
     * an lpverify training checkpoint (``lpverify.train``): also needs ``arch``.
@@ -105,7 +105,9 @@ def load_network(path: str | Path, arch: str | None = None, input_shape: tuple[i
     if not path.is_file():
         raise FileNotFoundError(f"model file not found: {path}")
     if path.name.lower().endswith((".onnx", ".onnx.gz")):
-        return Network.from_onnx(path)
+        from .onnx_import import load_onnx
+
+        return load_onnx(path)
     if arch is not None and arch not in INPUT_SHAPES:
         raise ValueError(f"unknown architecture {arch!r}; choose one of {sorted(INPUT_SHAPES)}")
     shape = input_shape or (INPUT_SHAPES[arch] if arch else None)

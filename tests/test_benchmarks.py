@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import math
 import importlib.util
 import subprocess
 import sys
@@ -115,8 +116,13 @@ def test_ladder_small_run_orders_the_methods(tmp_path):
     rows = list(csv.DictReader((tmp_path / "ladder_all_n4.csv").open()))
     for network in {r["network"] for r in rows}:
         err = {r["method"]: float(r["robust_error"]) for r in rows if r["network"] == network}
+        high = {r["method"]: float(r["robust_error_high"]) for r in rows if r["network"] == network}
         assert set(err) == {"interval", "dual", "dual-opt", "lp", "lp-all", "milp", "pgd"}
-        assert err["pgd"] <= err["milp"] <= err["lp-all"] <= err["lp"] <= err["dual-opt"] <= err["dual"]
+        # The MILP's range [violations found, not verified] holds the true robust error, which PGD bounds below;
+        # only safe bounds verify, so its upper end is LP-all's.
+        milp_high = err["milp"] if math.isnan(high["milp"]) else high["milp"]
+        assert err["milp"] <= milp_high and err["pgd"] <= milp_high
+        assert milp_high <= err["lp-all"] <= err["lp"] <= err["dual-opt"] <= err["dual"]
     assert "known (full test set)" in (tmp_path / "ladder_all_n4.md").read_text()
 
 
@@ -143,4 +149,4 @@ def test_vnncomp_reports_the_sigmoid_network_as_unsupported(tmp_path):
     inst = [i for i in vnncomp.instances("eran", vnncomp.VNNCOMP) if "SIGMOID" in i.onnx.name]
     assert len(inst) == 36
     with pytest.raises(lv.OnnxImportError, match="Sigmoid"):
-        lv.Network.from_onnx(inst[0].onnx)
+        lv.load_onnx(inst[0].onnx)

@@ -72,3 +72,9 @@ def test_interval_objective_on_unit_objectives_is_the_interval_bound():
     with torch.no_grad():
         naive = lv.interval_objective(net, ball, torch.eye(4, dtype=torch.float64).expand(2, 4, 4))
         torch.testing.assert_close(naive, lv.interval_bounds(net, ball).lower[-1])
+
+
+def test_a_network_without_hidden_layers_has_no_crossing_units():
+    net = lv.Network.from_torch(torch.nn.Sequential(torch.nn.Linear(3, 2)))
+    bounds = lv.dual_bounds(net, lv.LinfBall(torch.rand(4, 3), 0.1))
+    assert bounds.n_crossing().shape == (4, 0)

@@ -120,11 +120,18 @@ def test_float32_agrees_with_float64():
     model, shape = random_convnet(1, 7, seed=5)
     net = lv.Network.from_torch(model, input_shape=shape)
     x = torch.rand(3, *shape, dtype=torch.float64)
+    x = x.float().double()  # the same centres in both dtypes
     with torch.no_grad():
-        b64 = lv.dual_bounds(net, lv.LinfBall(x, 0.05))
-        b32 = lv.dual_bounds(net, lv.LinfBall(x.float(), 0.05))
-    assert b32.lower[0].dtype == torch.float32
+        b64 = lv.dual_bounds(net, lv.LinfBall(x, 0.05), rigorous=False)
+        b32 = lv.dual_bounds(net, lv.LinfBall(x.float(), 0.05), rigorous=False)
+        r64 = lv.dual_bounds(net, lv.LinfBall(x, 0.05))
+        r32 = lv.dual_bounds(net, lv.LinfBall(x.float(), 0.05))
+    assert b32.lower[0].dtype == r32.lower[0].dtype == torch.float32
     assert_bounds_close(b32, b64, rtol=1e-4, atol=1e-4)
+    # Rigorous float32 bounds enclose the (nearly exact) rigorous float64 ones, within a small allowance.
+    for lo32, up32, lo64, up64 in zip(r32.lower, r32.upper, r64.lower, r64.upper):
+        assert (lo32.double() <= lo64 + 1e-12).all() and (up32.double() >= up64 - 1e-12).all()
+        assert float((lo64 - lo32.double()).max()) < 1e-3 and float((up32.double() - up64).max()) < 1e-3
 
 
 def test_bounds_and_J_are_differentiable_in_the_parameters():

@@ -269,13 +269,13 @@ def test_margin_objectives_give_verdicts_consistent_with_samples():
         ball = lv.LinfBall(x, eps)
         results = solve_milp(net, ball, lv.margin_objectives(torch.tensor([y]), 4)[0], dual(net, ball))
         assert len(results) == 4 and all(r.optimal for r in results)
-        assert results[y].value == 0.0 and results[y].verdict == "verified"  # row y is c = 0
+        assert results[y].value == 0.0 and results[y].verdict == "unknown"  # row y is c = 0: 0 is not > 0
         for t, r in enumerate(results):
             with torch.no_grad():
                 margin = net(torch.as_tensor(r.witness).view(1, 3))[0]
             assert r.value == pytest.approx(float(margin[y] - margin[t]), abs=1e-6)
         verdicts[eps] = [r.verdict for r in results]
-    assert verdicts[1e-3] == ["verified"] * 4  # the centre is classified y with a margin
+    assert verdicts[1e-3] == ["unknown"] * 4  # no violation; only a safe bound may verify
     assert "violated" in verdicts[3.0]
     for t in (t for t, v in enumerate(verdicts[3.0]) if v == "violated"):
         with torch.no_grad():  # a counterexample: the witness ranks t above y
@@ -283,14 +283,13 @@ def test_margin_objectives_give_verdicts_consistent_with_samples():
         assert margin[t] > margin[y]
 
 
-def test_verdict_reads_bound_then_value():
-    assert MILPResult(value=2.0, bound=0.5, status="optimal").verdict == "verified"
-    assert MILPResult(value=0.0, bound=0.0, status="optimal").verdict == "verified"
+def test_verdict_never_reads_the_unchecked_solver_bound():
+    assert MILPResult(value=2.0, bound=0.5, status="optimal").verdict == "unknown"
+    assert MILPResult(value=0.0, bound=0.0, status="optimal").verdict == "unknown"
     assert MILPResult(value=-1.0, bound=-2.0, status="optimal").verdict == "violated"
     assert MILPResult(value=-1.0, bound=math.nan, status="time limit").verdict == "violated"
     assert MILPResult(value=1.0, bound=-1.0, status="time limit").verdict == "unknown"
     assert MILPResult(value=math.nan, bound=math.nan, status="infeasible").verdict == "unknown"
-    assert MILPResult(value=1.0, bound=0.25, status="optimal").gap == 0.75
 
 
 def test_forward64_is_the_network():

@@ -74,7 +74,7 @@ def test_conv_small_export_round_trips(tmp_path):
     torch.manual_seed(0)
     model = lv.zoo.conv_small()
     path = export(model, (1, 28, 28), tmp_path / "conv_small.onnx")
-    net = lv.Network.from_onnx(path)
+    net = lv.load_onnx(path)
     assert net.input_shape == (1, 28, 28)
     # Same paper layer structure as from_torch: conv | conv | flatten+linear | linear.
     assert [b.out_shape for b in net.blocks] == [(16, 14, 14), (32, 7, 7), (100,), (10,)]
@@ -135,7 +135,7 @@ def test_mnist_fc_networks_match_the_reference_evaluator(name, mnist_test):
 @pytest.mark.shared
 def test_eran_relu_network_matches_the_reference_evaluator(mnist_test):
     path = shared_path("data", "vnncomp", "eran_2021", "nets", "mnist_relu_9_200.onnx")
-    net = lv.Network.from_onnx(path)
+    net = lv.load_onnx(path)
     assert net.input_shape == (1, 28, 28)
     # 9 Gemm layers, then the trailing ReLU becomes an exact identity block.
     assert [b.out_shape for b in net.blocks] == [(200,)] * 8 + [(10,), (10,)]

@@ -108,7 +108,7 @@ def test_mnist_fc_images_violate_exactly_when_misclassified(mnist_test):
     pytest.importorskip("onnx")
     x, _ = mnist_test
     index = mapping(PROPS_2022)
-    net = lv.Network.from_onnx(shared_path("data", "vnncomp", "mnist_fc", "onnx", "mnist-net_256x2.onnx.gz"), input_shape=(784,))
+    net = lv.load_onnx(shared_path("data", "vnncomp", "mnist_fc", "onnx", "mnist-net_256x2.onnx.gz"), input_shape=(784,))
     outcomes = []
     for path in sorted(shared_path("data", "vnncomp", "mnist_fc", "vnnlib").glob("prop_*_0.03.vnnlib.gz")):
         prop = read_vnnlib(path, 784, 10)
