@@ -8,8 +8,9 @@ Public API (re-exported names only)::
     b = lv.interval_bounds(net, ball)        # Appendix B
     b = lv.dual_bounds(net, ball)            # Algorithm 1
     J = lv.dual_objective(net, ball, c, b)   # Theorem 1, (batch, m)
-    r = lv.solve_lp(net, ball, c, b)         # eq. 19, one example
-    ok = lv.certify(net, x, y, eps)          # Corollary 1
+    r = lv.solve_lp(net, ball, c, b)         # eq. 19, one example; r.bound is its safe bound
+    ok = lv.certify(net, x, y, eps)          # Corollary 1, rigorous (SOUNDNESS.md)
+    J = lv.objective_from_multipliers(net, ball, c, b, nus)  # a safe bound from any multipliers
 
     J = lv.optimize_alpha(net, ball, c, b)   # Theorem 1, optimised slopes
     b = lv.lp_bounds(net, ball)              # LP-all

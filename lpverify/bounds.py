@@ -180,7 +180,11 @@ def interval_objective(
     ball = prepare(net, ball)
     if c.ndim != 3 or c.shape[0] != ball.batch_size or c.shape[2] != net.n_outputs:
         raise ValueError(f"objective c must have shape (batch, m, n_out), got {tuple(c.shape)}")
-    bounds = interval_bounds(net, ball, rigorous=rigorous) if bounds is None else bounds.to(ball.dtype)
+    bounds = interval_bounds(net, ball, rigorous=rigorous) if bounds is None else bounds
+    if rigorous:  # the objective's own arithmetic in float64: c is never rounded, the allowance is tiny
+        ball, bounds = ball.to(torch.float64), bounds.to(torch.float64)
+    else:
+        bounds = bounds.to(ball.dtype)
     last = net.blocks[-1]
     batch, m = c.shape[:2]
     c = c.to(ball.mid)

@@ -251,6 +251,14 @@ def highs_model(rows: Rows, col_lower: np.ndarray, col_upper: np.ndarray, n_inte
     return model
 
 
+def power_of_two_scale(c: np.ndarray) -> float:
+    """2^k with ``max|c| · 2^k`` in [1, 2): scaling by it is exact, and a solver sees a unit objective."""
+    top = float(np.max(np.abs(c), initial=0.0))
+    if top == 0.0:
+        return 1.0
+    return math.ldexp(1.0, -math.frexp(top)[1] + 1)
+
+
 def solve_rows(solve: Callable, c: np.ndarray | Tensor) -> object | list:
     """``solve(c)`` for c of shape (n_out,), or a list of ``solve(row)`` on one model for c of shape (m, n_out)."""
     c_arr = c.detach().cpu().double().numpy() if isinstance(c, Tensor) else np.asarray(c, dtype=np.float64)
@@ -272,6 +280,7 @@ __all__ = [
     "example_data",
     "highs_model",
     "objective_vector",
+    "power_of_two_scale",
     "solve_rows",
     "triangle_rows",
 ]

@@ -45,6 +45,7 @@ from .bounds import Bounds, prepare
 from .dual import objective_from_multipliers, residual_magnitudes
 from .encoding import (
     Layer,
+    power_of_two_scale,
     column_boxes,
     eliminate_stable,
     example_data,
@@ -109,14 +110,6 @@ class LPResult:
 
 def _failed(status: str, backend: str, elapsed: float = 0.0, build_time: float = 0.0) -> LPResult:
     return LPResult(value=math.nan, status=status, time=elapsed, backend=backend, build_time=build_time)
-
-
-def power_of_two_scale(c: np.ndarray) -> float:
-    """2^k with ``max|c| · 2^k`` in [1, 2): scaling by it is exact, and the solver sees a unit objective."""
-    top = float(np.max(np.abs(c), initial=0.0))
-    if top == 0.0:
-        return 1.0
-    return math.ldexp(1.0, -math.frexp(top)[1] + 1)
 
 
 class _LPModel:
@@ -338,8 +331,8 @@ class CvxpyLP(_LPModel):
     def solve(self, c: np.ndarray | Tensor, *, time_limit: float | None = None) -> LPResult:
         """min cᵀ ẑ_k; ``bound`` is the safe bound from the equalities' duals.
 
-        ``time_limit`` is accepted for a common interface but not enforced:
-        CVXPY's solvers cannot all be interrupted (use the direct model).
+        ``time_limit`` (seconds) is handed to the solver (HiGHS or Clarabel);
+        CVXPY's own compilation of the problem is not interrupted.
         """
         import cvxpy as cp
 
@@ -350,7 +343,8 @@ class CvxpyLP(_LPModel):
         self.c.value = c * scale
         start = time.perf_counter()
         try:
-            self.problem.solve(solver=self.solver)
+            limits = {} if time_limit is None else {"time_limit": max(float(time_limit), 1e-3)}
+            self.problem.solve(solver=self.solver, **limits)
             duals = None
             if all(e.dual_value is not None for e in self._equalities):
                 duals = tuple(np.asarray(e.dual_value, dtype=np.float64).ravel() for e in self._equalities)

@@ -44,7 +44,16 @@ import scipy.sparse as sp
 from torch import Tensor
 
 from .bounds import Bounds
-from .encoding import big_m_rows, column_boxes, eliminate_stable, example_data, highs_model, objective_vector, solve_rows
+from .encoding import (
+    big_m_rows,
+    column_boxes,
+    eliminate_stable,
+    example_data,
+    highs_model,
+    objective_vector,
+    power_of_two_scale,
+    solve_rows,
+)
 from .network import Network
 from .sets import LinfBall
 
@@ -100,6 +109,7 @@ class MILPResult:
     nodes: int = 0
     solver_value: float = math.nan
     solver_gap: float = math.nan
+    from_start: bool = False
 
     @property
     def optimal(self) -> bool:
@@ -121,12 +131,14 @@ class MILPResult:
 
     @property
     def start_returned(self) -> bool:
-        """The solver reported its seed point unchanged as the optimum with a bound at its value.
+        """The solver called its seed point, unchanged, optimal.
 
-        Seen on small conv nets at ~0.25% of solves; harmless here, since only
-        the witness's own value is used, but worth a look when it happens.
+        Seen on small conv nets at ~0.25% of solves with a minimum far below
+        the seed's value: harmless for verdicts (only the witness's own value
+        is used, and only to convict), but a reason to distrust the solver's
+        bound, which :func:`lpverify.verify` then says.
         """
-        return self.status == "optimal" and self.nodes == 0 and self.gap == 0.0 and self.solver_gap == 0.0
+        return self.status == "optimal" and self.from_start
 
 
 def forward64(mats: list[tuple[sp.csr_matrix, np.ndarray]], x: np.ndarray) -> list[np.ndarray]:
@@ -245,9 +257,12 @@ class MILPModel:
         try:
             h.clearSolver()
             h.setOptionValue("time_limit", math.inf if limit is None else float(limit))
-            cost = np.concatenate([self._elim.out_map.T @ c, np.zeros(cols.n_bin)])
+            # Solved scaled by a power of two (exact): the solver's absolute tolerances then
+            # meet a unit objective, not one scaled by 1e-11 that stops at its start point.
+            scale = power_of_two_scale(c)
+            cost = np.concatenate([self._elim.out_map.T @ (c * scale), np.zeros(cols.n_bin)])
             h.changeColsCost(cols.n_col, self._all_cols, cost)
-            h.changeObjectiveOffset(float(c @ self._elim.out_offset))
+            h.changeObjectiveOffset(float((c * scale) @ self._elim.out_offset))
             h.setSolution(cols.n_col, self._all_cols, seed)
             h.run()
             status = h.getModelStatus()
@@ -273,15 +288,17 @@ class MILPModel:
             return MILPResult(math.nan, math.nan, "infeasible", **stats)
         else:
             return MILPResult(math.nan, math.nan, f"solver error: {h.modelStatusToString(status)}", **stats)
-        bound = self._dual_bound(info, outcome)
+        bound = self._dual_bound(info, outcome) / scale
         feasible = self._highspy.SolutionStatus.kSolutionStatusFeasible
         has_point = solution.value_valid and info.primal_solution_status == feasible
         if not has_point:
             if outcome == "optimal":
                 return MILPResult(math.nan, math.nan, "solver error: optimal without a feasible solution", **stats)
             return MILPResult(math.nan, bound, outcome, **stats)
-        solver_value = float(info.objective_function_value)
-        return self._checked(c, np.asarray(solution.col_value)[: cols.n_input], outcome, bound, solver_value, stats)
+        solver_value = float(info.objective_function_value) / scale
+        x = np.asarray(solution.col_value)[: cols.n_input]
+        stats["from_start"] = bool(np.array_equal(np.clip(x, self._lo, self._hi), seed[: cols.n_input]))
+        return self._checked(c, x, outcome, bound, solver_value, stats)
 
     def _start_point(self, start: np.ndarray | Tensor | None) -> np.ndarray:
         """A flat input point in the box to seed the search: ``start`` or the ball's centre, clipped."""

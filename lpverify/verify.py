@@ -243,7 +243,8 @@ def objective_bounds(
     if method not in BOUND_METHODS:
         raise ValueError("the MILP gives verdicts, not a relaxation's bounds: use verify(..., method='milp')")
     options = MethodOptions(alpha_steps=alpha_steps, backend=backend, deadline=deadline)
-    return BOUND_METHODS[method].bound(net, ball, c.to(ball.center), options)
+    c = c.to(device=ball.center.device, dtype=torch.promote_types(c.dtype, ball.dtype))  # never rounded
+    return BOUND_METHODS[method].bound(net, ball, c, options)
 
 
 def verify(
@@ -353,6 +354,8 @@ def _verify_milp(net: Network, ball: Ball, c: Tensor, d: Tensor, time_limit: flo
             reasons.append(f"row {r}: MILP witness rejected: {why}")
             continue
         unchecked = f", unchecked solver bound {res.bound + float(d64[r]):.4g}" if math.isfinite(res.bound) else ""
+        if res.start_returned:
+            unchecked += " (the solver returned its start point as optimal)"
         reasons.append(f"row {r}: safe bound {safe[r]:.4g} <= 0, MILP {res.status}{unchecked}")
     elapsed = time.perf_counter() - start
     if reasons or math.isnan(worst):

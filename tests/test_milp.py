@@ -440,3 +440,19 @@ def test_a_per_solve_time_limit_applies_to_that_solve_only():
     assert cut.status == "time limit" and not cut.optimal
     full = model.solve(c)
     assert full.optimal and abs(full.value - (-0.3647)) < 1e-3
+
+
+def test_a_start_point_returned_as_the_optimum_is_flagged():
+    """Seeded at the minimiser of an affine net, the solver hands the seed back: flagged, never a certificate."""
+    net = lv.Network.from_torch(torch.nn.Sequential(torch.nn.Linear(2, 2)).double())
+    with torch.no_grad():
+        net.blocks[0].ops[0].weight.copy_(torch.tensor([[1.0, 2.0], [0.0, 0.0]]))
+        net.blocks[0].ops[0].bias.zero_()
+    ball = lv.LinfBall(torch.zeros(1, 2, dtype=torch.float64), 1.0)
+    bounds = lv.dual_bounds(net, ball)
+    c = np.array([1.0, 0.0])
+    corner = ball.lo[0].numpy()  # the box the MILP sees is rounded outward: its corner is the minimiser
+    seeded = solve_milp(net, ball, c, bounds, start=corner)
+    assert seeded.value == pytest.approx(-3.0) and seeded.start_returned and seeded.verdict == "violated"
+    elsewhere = solve_milp(net, ball, c, bounds, start=np.array([1.0, 1.0]))
+    assert elsewhere.value == pytest.approx(-3.0) and not elsewhere.start_returned

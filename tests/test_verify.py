@@ -158,3 +158,16 @@ def test_an_all_zero_objective_row_is_a_tie_not_a_crash(method):
     assert [v.status for v in verify(net, ball, c, method=method)] == [expected, expected]
     d = torch.full((2, 1), 0.5, dtype=torch.float64)
     assert [v.status for v in verify(net, ball, c, d, method=method)] == ["verified", "verified"]
+
+
+@pytest.mark.parametrize("eps, truth", [(0.5, "verified"), (2.0, "violated")])
+def test_scaled_objectives_change_no_verdict(eps, truth):
+    """The solvers see the objective scaled by a power of two: a 1e±11 margin gets the unit one's verdicts."""
+    net = _toy(21, (2, 10, 10, 3))
+    x = torch.tensor([[0.3, 0.7]], dtype=torch.float64)
+    c = lv.robustness_objectives(net(x).argmax(1), 3).double()
+    ball = lv.LinfBall(x, eps)
+    reference = {m: verify(net, ball, c, method=m)[0].status for m in ("dual", "lp", "lp-all", "milp")}
+    assert reference["milp"] == truth
+    for scale in (1e-11, 1e11):
+        assert {m: verify(net, ball, c * scale, method=m)[0].status for m in reference} == reference
