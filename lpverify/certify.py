@@ -52,7 +52,9 @@ ESCALATE_RELATIVE = 0.02
 
 
 def margin_bounds(net: Network, ball: LinfBall, y: Tensor, *, rigorous: bool = True) -> Tensor:
-    """Lower bounds J(e_y − e_j) on ``f_y − f_j`` over the ball, (batch, n_classes); column y is 0.
+    """Lower bounds J(e_y − e_j) on ``f_y − f_j`` over the ball, (batch, n_classes).
+
+    Column y is 0 (just below 0 when rigorous: the zero objective's allowance).
 
     Algorithm 1 bounds for the hidden layers, then Theorem 1 for the margins.
     ``rigorous`` (the default) makes every bound hold for the real-valued
