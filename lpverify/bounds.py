@@ -122,22 +122,13 @@ def prepare(net: Network, ball: Ball) -> Ball:
     return ball.to(dtype)
 
 
-def basis_spread(ball: Ball, basis: Tensor) -> Tensor:
-    """``max_{z∈B} (W_1 (z − mid))_j`` from the columns ``basis = W_1 e_p``, shape (n_in, *s_2) → (batch, *s_2).
-
-    ``Σ_p rad_p |W_1 e_p|`` for an l_inf ball and ``ε ‖W_1ᵀ e_j‖_q`` for an
-    l_p ball: exact, the first layer's bounds by any method.
-    """
-    return ball.spread(basis)
-
-
 def interval_bounds(net: Network, ball: Ball, *, rigorous: bool = True) -> Bounds:
     """Naive layer-wise bounds (Appendix B): push a box through every layer.
 
     For ``ẑ = Wz + b`` with z in the box of midpoint m and radius r, ẑ lies in
     the box of midpoint ``Wm + b`` and radius ``|W| r``; the ReLU maps
     [ℓ, u] to [ℓ⁺, u⁺]. An l_p ball's first layer takes the exact radius of
-    :func:`basis_spread`. Differentiable in the network parameters.
+    :meth:`~lpverify.sets.LpBall.spread`. Differentiable in the network parameters.
 
     ``rigorous`` (the default) widens every layer by the rounding error of its
     computation, ``γ_n (|W|(|m| + r) + |b|)`` (MATH.md §11), and keeps each

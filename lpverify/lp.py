@@ -55,6 +55,7 @@ from .encoding import (
     triangle_rows,
 )
 from .network import Network
+from .relu import triangle_face
 from .sets import Ball, LinfBall
 
 BACKENDS = ("highs", "cvxpy")
@@ -199,7 +200,8 @@ class HighsLP(_LPModel):
         # Two faces per crossing unit, z ≥ ẑ and z ≤ d (ẑ − ℓ) with d = u/(u − ℓ) (z ≥ 0 is a bound).
         rows, first_face = triangle_rows(elim)
         self._layers = layers
-        self._crossing = [(cr.units, first, cr.upper / (cr.upper - cr.lower)) for cr, first in zip(elim.crossing, first_face)]
+        # (units, first face row, the face's slope d) per hidden layer: what _nu reads the duals with.
+        self._crossing = [(cr.units, first, triangle_face(cr.lower, cr.upper)[0]) for cr, first in zip(elim.crossing, first_face)]
         self._out_map, self._out_offset = elim.out_map, elim.out_offset  # ẑ_k = out_map v + out_offset
         self.n_col, self.n_row = elim.n_var, rows.matrix.shape[0]
         model = highs_model(rows, *column_boxes(elim, lo, hi))

@@ -120,15 +120,7 @@ def working_dtype(*dtypes: torch.dtype) -> torch.dtype:
     return widest
 
 
-def check_finite(name: str, t: Tensor) -> None:
-    """A ValueError naming the tensor if it holds NaN or inf."""
-    if not bool(torch.isfinite(t).all()):
-        bad = "NaN" if bool(torch.isnan(t).any()) else "inf"
-        raise ValueError(f"{name} contains {bad}")
-
-
 __all__ = [
-    "check_finite",
     "down",
     "enclosing_mid_rad",
     "error_bound",
