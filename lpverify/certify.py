@@ -12,7 +12,8 @@ from torch import Tensor, nn
 
 from .attacks import predict
 from .bounds import prepare
-from .dual import dual_bounds, dual_objective
+from .columns import column_widths
+from .dual import dual_bounds_and_objective, dual_objective
 from .network import Network
 from .sets import LinfBall
 from .specs import margin_objectives
@@ -45,6 +46,31 @@ def _slice_limit(limit: Limit, sl: slice, x: Tensor) -> Limit:
     return limit
 
 
+# Examples per forward pass when only predictions are needed.
+PREDICT_BATCH = 256
+# Working memory the automatic batch size aims at, and the share of units assumed to cross zero.
+BATCH_MEMORY_BYTES = 256 << 20
+CROSSING_SHARE = 0.1
+
+
+def auto_batch_size(net: Network, dtype: torch.dtype = torch.float32) -> int:
+    """Examples per chunk for certification: as many as fit :data:`BATCH_MEMORY_BYTES` of columns.
+
+    Per example, Algorithm 1 holds the input columns on their receptive
+    fields (n_in × each layer's column width, :func:`lpverify.columns.column_widths`)
+    and one dense column per crossing unit (:data:`CROSSING_SHARE` of each
+    hidden layer, pushed into the next), with about three temporaries of
+    each. Never changes a certificate: every example's bounds are computed
+    on their own.
+    """
+    widths = column_widths(net)
+    units = [b.out_features for b in net.blocks]
+    elements = net.blocks[0].in_features * sum(widths)
+    elements += sum(CROSSING_SHARE * n * n_next for n, n_next in zip(units, units[1:]))
+    per_example = 3 * elements * torch.finfo(dtype).bits // 8
+    return int(max(1, min(1024, BATCH_MEMORY_BYTES // max(1, per_example))))
+
+
 # A margin whose rigorous bound from float32 intermediate bounds lies within this fraction
 # of the margins' scale below zero is recomputed with float64 intermediate bounds, where the
 # rounding allowance is ~1e-13 instead of ~1e-4 of the magnitudes.
@@ -56,30 +82,50 @@ def margin_bounds(net: Network, ball: LinfBall, y: Tensor, *, rigorous: bool = T
 
     Column y is 0 (just below 0 when rigorous: the zero objective's allowance).
 
-    Algorithm 1 bounds for the hidden layers, then Theorem 1 for the margins.
-    ``rigorous`` (the default) makes every bound hold for the real-valued
-    network (MATH.md §11): computed in the working dtype, and for examples
-    that float32's rounding allowance leaves undecided (no margin certified,
-    the worst within :data:`ESCALATE_RELATIVE` of zero), again in float64.
+    Algorithm 1's bounds and, in the same forward pass, Theorem 1 for the
+    margins (:func:`lpverify.dual.dual_bounds_and_objective`). ``rigorous``
+    (the default) makes every bound hold for the real-valued network
+    (MATH.md §11). In float32 the margins' rounding allowance is ~2 % of
+    their size, so examples it leaves uncertified get up to two more tries,
+    each sound, the best bound kept:
+
+    1. the float64 backward walk (:func:`dual_objective`) over the same
+       float32 bounds, whose allowance is ~1e-13;
+    2. if still undecided (the worst margin within :data:`ESCALATE_RELATIVE`
+       of zero), everything again in float64.
+
     The result is then float64. ``False`` is the plain, differentiable
     evaluation of training.
     """
-    J = _margins(net, ball, y, rigorous)
-    if not rigorous or prepare(net, ball).dtype != torch.float32:
-        return J
-    worst = _worst_margin(J, y)
-    scale = J.detach().abs().nan_to_num(0.0).amax(1).clamp(min=1.0)
-    undecided = ~(worst > 0) & ~(worst < -ESCALATE_RELATIVE * scale)  # NaN (overflow) is retried too
+    c = margin_objectives(y, net.n_outputs).to(ball.center)
+    if not rigorous:
+        return dual_bounds_and_objective(net, ball, c, rigorous=False)[1]
+    J, undecided = _working_margins(net, ball, y, c)
     if undecided.any():
         index = torch.nonzero(undecided).view(-1)
-        J[index] = _margins(net, ball.select(index).to(torch.float64), y[index], True)
+        J[index] = _float64_margins(net, ball.select(index), c[index], J[index])
     return J
 
 
-def _margins(net: Network, ball: LinfBall, y: Tensor, rigorous: bool) -> Tensor:
-    bounds = dual_bounds(net, ball, rigorous=rigorous)
-    c = margin_objectives(y, net.n_outputs).to(ball.center)
-    return dual_objective(net, ball, c, bounds, rigorous=rigorous)
+def _working_margins(net: Network, ball: LinfBall, y: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
+    """Rigorous margins in the working dtype, with the float64 walk for the uncertified (tries 0–1 of
+    :func:`margin_bounds`), and which examples are still undecided; float64."""
+    bounds, J = dual_bounds_and_objective(net, ball, c)
+    J = J.double()  # exact
+    if prepare(net, ball).dtype != torch.float32:
+        return J, torch.zeros(len(y), dtype=torch.bool, device=J.device)
+    retry = torch.nonzero(~(_worst_margin(J, y) > 0)).view(-1)
+    if len(retry):  # NaN (an overflow) is retried too
+        walked = dual_objective(net, ball.select(retry), c[retry], bounds.select(retry))
+        J[retry] = torch.fmax(J[retry], walked)  # both are lower bounds; fmax skips a NaN
+    worst = _worst_margin(J, y)
+    scale = J.detach().abs().nan_to_num(0.0).amax(1).clamp(min=1.0)
+    return J, ~(worst > 0) & ~(worst < -ESCALATE_RELATIVE * scale)
+
+
+def _float64_margins(net: Network, ball: LinfBall, c: Tensor, J: Tensor) -> Tensor:
+    """Try 2 of :func:`margin_bounds`: everything in float64, the better of it and ``J`` kept."""
+    return torch.fmax(J, dual_bounds_and_objective(net, ball.to(torch.float64), c.double())[1])
 
 
 def _worst_margin(J: Tensor, y: Tensor) -> Tensor:
@@ -143,7 +189,7 @@ def certify(
     *,
     lower: Limit = None,
     upper: Limit = None,
-    batch_size: int = 32,
+    batch_size: int | None = None,
     rigorous: bool = True,
 ) -> Tensor:
     """Whether each example is certified robust at ε (Corollary 1), (batch,) bool.
@@ -153,13 +199,18 @@ def certify(
     §11); a NaN bound is never a certificate. ``lower``/``upper`` clamp the
     input set (e.g. 0 and 1 for pixels). ``eps`` is a scalar or one radius
     per example. Examples are processed in chunks of ``batch_size`` to bound
-    memory. The robust error of Corollary 1 is the fraction of False.
+    memory (default: :func:`auto_batch_size`); the few that float32 leaves
+    undecided are redone in float64 at the end, together. The robust error
+    of Corollary 1 is the fraction of False.
     """
     if y.shape != x.shape[:1]:
         raise ValueError(f"labels of shape {tuple(y.shape)} do not match the batch of {x.shape[0]} inputs")
     net = as_network(net, tuple(x.shape[1:]))
     eps_t = eps if isinstance(eps, Tensor) else torch.as_tensor(eps, dtype=torch.float64)  # no float32 rounding
-    out = []
+    batch_size = auto_batch_size(net, x.dtype) if batch_size is None else batch_size
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    out, pending = [], []
     with torch.no_grad():
         for start in range(0, x.shape[0], batch_size):
             sl = slice(start, start + batch_size)
@@ -170,9 +221,21 @@ def certify(
                 _slice_limit(upper, sl, x),
             )
             labels = y[sl].to(x.device)
-            ok = _certified(margin_bounds(net, ball, labels, rigorous=rigorous), labels)
-            out.append(ok & correctly_classified(net, x[sl], labels))
-    return torch.cat(out) if out else torch.zeros(0, dtype=torch.bool, device=x.device)
+            c = margin_objectives(labels, net.n_outputs).to(ball.center)
+            if rigorous:
+                J, undecided = _working_margins(net, ball, labels, c)
+            else:
+                J, undecided = dual_bounds_and_objective(net, ball, c, rigorous=False)[1], None
+            correct = correctly_classified(net, x[sl], labels)
+            out.append(_certified(J, labels) & correct)
+            if undecided is not None and (undecided & correct).any():
+                index = torch.nonzero(undecided & correct).view(-1)
+                pending.append((start + index, ball.select(index), labels[index], c[index], J[index]))
+        ok = torch.cat(out) if out else torch.zeros(0, dtype=torch.bool, device=x.device)
+        # float64 last, for all the examples float32 left undecided: the float64 weights are gathered once.
+        for where, ball, labels, c, J in pending:
+            ok[where] = _certified(_float64_margins(net, ball, c, J), labels)
+    return ok
 
 
 def detect(
@@ -182,7 +245,7 @@ def detect(
     *,
     lower: Limit = None,
     upper: Limit = None,
-    batch_size: int = 32,
+    batch_size: int | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Detection certificates (Corollary 2): the predicted class and whether it is certified.
 
@@ -193,7 +256,7 @@ def detect(
     Returns (predicted class (batch,), certified (batch,) bool).
     """
     net = as_network(net, tuple(x.shape[1:]))
-    pred = predict(net, x, batch_size)
+    pred = predict(net, x, batch_size or PREDICT_BATCH)
     return pred, certify(net, x, pred, eps, lower=lower, upper=upper, batch_size=batch_size)
 
 
@@ -223,7 +286,7 @@ def certified_radius(
     eps_max: float = 1.0,
     lower: Limit = None,
     upper: Limit = None,
-    batch_size: int = 32,
+    batch_size: int | None = None,
 ) -> CertifiedRadius:
     """The largest ε with every margin bound > 0 for class y (default: the predicted class).
 
@@ -239,7 +302,7 @@ def certified_radius(
         raise ValueError(f"need 0 < eps_start <= eps_max, got {eps_start} and {eps_max}")
     net = as_network(net, tuple(x.shape[1:]))
     if y is None:
-        y = predict(net, x, batch_size)
+        y = predict(net, x, batch_size or PREDICT_BATCH)
 
     def certified(eps: Tensor) -> Tensor:
         return certify(net, x, y, eps, lower=lower, upper=upper, batch_size=batch_size)

@@ -16,22 +16,17 @@ on the device/dtype of the input set's tensors.
 
 from __future__ import annotations
 
-import weakref
-from dataclasses import dataclass
 from typing import Callable, Sequence
 
-import numpy as np
 import torch
 from torch import Tensor
 
 from .bounds import Bounds, prepare
-from .network import AffineBlock, Dense, Network
+from .columns import Columns, combine, input_columns, push, unit_columns
+from .network import Network
 from .relu import crossing, dual_step, dual_term, local_minimum, relu_slope, sound_slope
 from .rigorous import error_bound, lower_bound, widen
 from .sets import Ball
-
-# Upper limit on the elements of one chunk pushed through a block at once.
-CHUNK_ELEMENTS = 1 << 24
 
 # ν_i from ν̂_i: (hidden layer index, ν̂ (B, m, *s), ℓ (B, 1, *s), u (B, 1, *s)) → ν (B, m, *s).
 Multipliers = Callable[[int, Tensor, Tensor, Tensor], Tensor]
@@ -220,16 +215,19 @@ def dual_bounds(net: Network, ball: Ball, *, rigorous: bool = True) -> Bounds:
 
     * ``offset``: the box midpoint, biases included → ``L(mid)``;
     * ``cols_in``: the input identity scaled by the box radius (n_in columns);
-    * per earlier hidden layer, one column ``d_j e_j`` per crossing unit j, with
-      that unit's lower bound ℓ_j as coefficient (the ``−ℓ d`` offset of the
-      triangle's upper face).
+    * per earlier hidden layer, one column ``d_j W e_j`` per crossing unit j,
+      with that unit's lower bound ℓ_j as coefficient (the ``−ℓ d`` offset of
+      the triangle's upper face).
 
     For a unit of layer m:
-    ``ℓ = offset − Σ|cols_in| + Σ ℓ_j [−col_j]₊`` and
-    ``u = offset + Σ|cols_in| − Σ ℓ_j [col_j]₊``, which is J(e_j) and −J(−e_j).
-    The first hidden layer's bounds are therefore its interval bounds.
-    Examples of a batch have different numbers of crossing units; columns are
-    padded to the batch maximum with zero coefficients.
+    ``ℓ = offset − ‖cols_in‖ + Σ ℓ_j [−col_j]₊`` and
+    ``u = offset + ‖cols_in‖ − Σ ℓ_j [col_j]₊``, which is J(e_j) and −J(−e_j),
+    with ‖·‖ the input set's dual norm over the columns. The first hidden
+    layer's bounds are therefore its interval bounds. Columns live on their
+    receptive fields (:mod:`lpverify.columns`), so a convolution's unit costs
+    its patch, not the whole input. Examples of a batch have different
+    numbers of crossing units; columns are padded to the batch maximum with
+    zero coefficients.
 
     ``rigorous`` (the default; MATH.md §11): the slopes are rounded up
     (:func:`lpverify.relu.sound_slope`, still a valid relaxation), and each
@@ -239,160 +237,73 @@ def dual_bounds(net: Network, ball: Ball, *, rigorous: bool = True) -> Bounds:
     and n counts the roundings chained into one bound: the bounds then hold
     for the real-valued network. ``False`` is the plain evaluation (training).
     """
-    ball = prepare(net, ball)
-    first = net.blocks[0]
-    n_in = first.in_features
-    ref = ball.mid
-    eye = torch.eye(n_in, dtype=ref.dtype, device=ref.device).view(n_in, *first.in_shape)
-    basis = first.linear(eye)  # W_1 e_p, shared by the batch: (n_in, *s_2)
-    rad = ball.rad.flatten(1)  # (B, n_in)
+    return _algorithm1(net, prepare(net, ball), rigorous)[0]
 
+
+def dual_bounds_and_objective(net: Network, ball: Ball, c: Tensor, *, rigorous: bool = True) -> tuple[Bounds, Tensor]:
+    """Algorithm 1's bounds and J(c) of Theorem 1 (α = u/(u − ℓ)) in one forward pass.
+
+    The objectives c (B, m, n_out) act as one more linear layer after the
+    logits: J(c) is that layer's lower bound in Algorithm 1 (eq. 10), which
+    is Theorem 1's J(c) with the paper's slopes, computed from the columns
+    already at hand instead of a backward pass per objective. Rigorous mode
+    widens it like every layer (the magnitude |c|ᵀ s_k). Certification's
+    margins use this; :func:`dual_objective` takes any bounds and slopes.
+
+    Returns:
+        the bounds of :func:`dual_bounds` and J, shape (B, m), nan where a
+        bound is not finite.
+    """
+    ball = prepare(net, ball)
+    _check_objective(net, ball, c)
+    return _algorithm1(net, ball, rigorous, c.to(ball.center))
+
+
+def _algorithm1(net: Network, ball: Ball, rigorous: bool, c: Tensor | None = None) -> tuple[Bounds, Tensor | None]:
+    """Algorithm 1 (see :func:`dual_bounds`), with the objectives c as an optional last layer."""
+    first = net.blocks[0]
+    cols_in = input_columns(first, ball.rad.flatten(1))
     offset = first(ball.mid)
-    spread = ball.spread(basis)
+    spread = cols_in.norm(ball.q).view_as(offset)
     lo, up = offset - spread, offset + spread
+    relu_cols: list[tuple[Tensor, Columns]] = []  # (ℓ coefficients (B, K), the crossing units' columns)
     if rigorous:
         magnitude = first.abs_forward(ball.abs_max())
-        depth = first.rounding_depth + n_in + 8
+        depth = first.rounding_depth + first.in_features + 8
         lo, up = widen(lo, up, error_bound(magnitude, depth))
     lower, upper = [lo], [up]
 
-    cols_in: Tensor | None = None  # (B, n_in, *s_m), materialised after the first ReLU
-    relu_cols: list[tuple[Tensor, Tensor]] = []  # (ℓ coefficients (B, K), columns (B, K, *s_m))
     for block in net.blocks[1:]:
         lo, up = lower[-1], upper[-1]
         slope = sound_slope(lo, up) if rigorous else relu_slope(lo, up)
-        if cols_in is None:
-            cols_in, spread = _push_input_columns(block, slope, basis, rad, _input_coloring(net), ball.dual_norm)
-        else:
-            cols_in = _push(block, slope, cols_in)
-            spread = ball.dual_norm(cols_in, 1)
-        relu_cols = [(coef, _push(block, slope, cols)) for coef, cols in relu_cols]
+        cols_in = push(block, cols_in.scaled(slope))
+        relu_cols = [(coef, push(block, cols.scaled(slope))) for coef, cols in relu_cols]
         new = _crossing_units(lo, up, slope)
         if new is not None:
             coef, index, vals = new
-            cols = block.unit_columns(index, vals) * vals.view(*vals.shape, *([1] * len(block.out_shape)))
-            relu_cols.append((coef, cols))
+            relu_cols.append((coef, unit_columns(block, index, vals)))
         if rigorous:
             scaled = torch.where(crossing(lo, up), magnitude + lo.abs(), magnitude)
             magnitude = block.abs_forward(slope * scaled)
             depth += block.rounding_depth + 4 + (0 if new is None else new[0].shape[1])
         offset = block(slope * offset)
-        lo, up = _bounds_from_columns(offset, spread, relu_cols)
+        lo, up = _bounds_from_columns(offset, cols_in.norm(ball.q).view_as(offset), relu_cols)
         if rigorous:
             lo, up = widen(lo, up, error_bound(magnitude, depth))
         lower.append(lo)
         upper.append(up)
-    return Bounds(tuple(lower), tuple(upper))
+    bounds = Bounds(tuple(lower), tuple(upper))
+    if c is None:
+        return bounds, None
 
-
-@dataclass(frozen=True)
-class _Coloring:
-    """A grouping of the input columns whose images under ``W_2 D W_1`` never overlap.
-
-    Columns of one colour have structurally disjoint supports after the first
-    two blocks (whatever the weights and slopes), so their sum can be
-    propagated as one column and split again exactly by the support masks: the
-    compressed-Jacobian technique, applied to Algorithm 1's input identity.
-    """
-
-    members: Tensor  # (n_colors, m) the columns of each colour, padded with n_in (a zero column)
-    unpack: Tensor  # (n_in, n_3) flat index into the packed (n_colors · n_3 + 1) values; the last is zero
-
-    @property
-    def n_colors(self) -> int:
-        return self.members.shape[0]
-
-
-_COLORINGS: "weakref.WeakKeyDictionary[Network, _Coloring | None]" = weakref.WeakKeyDictionary()
-
-
-def _input_coloring(net: Network) -> _Coloring | None:
-    """The colouring for ``net`` (cached; structural, so valid through training), or None if it saves little."""
-    if net not in _COLORINGS:
-        _COLORINGS[net] = _greedy_coloring(net)
-    return _COLORINGS[net]
-
-
-def _greedy_coloring(net: Network) -> _Coloring | None:
-    if len(net.blocks) < 2:
-        return None
-    first, second = net.blocks[0].pattern(), net.blocks[1].pattern()
-    if first is None or second is None:  # a dense layer: every column touches every unit
-        return None
-    support = ((second @ first) != 0).tocsc()  # (n_out2, n_in)
-    rows_of = support.tocsr()
-    n_in = support.shape[1]
-    color = np.full(n_in, -1)
-    for p in range(n_in):
-        rows = support.indices[support.indptr[p] : support.indptr[p + 1]]
-        taken = color[np.unique(rows_of[rows].indices)]
-        used = np.zeros(n_in + 1, dtype=bool)
-        used[taken[taken >= 0]] = True
-        color[p] = int(np.argmin(used))
-    n_colors = int(color.max()) + 1
-    if 2 * n_colors > n_in:
-        return None
-    groups = [np.flatnonzero(color == g) for g in range(n_colors)]
-    members = np.full((n_colors, max(len(g) for g in groups)), n_in)
-    for g, cols in enumerate(groups):
-        members[g, : len(cols)] = cols
-    n_out = support.shape[0]
-    unpack = color[:, None] * n_out + np.arange(n_out)[None, :]
-    unpack[~support.T.toarray().astype(bool)] = n_colors * n_out
-    return _Coloring(torch.from_numpy(members), torch.from_numpy(unpack))
-
-
-def _push_input_columns(
-    block: AffineBlock,
-    slope: Tensor,
-    basis: Tensor,
-    rad: Tensor,
-    coloring: _Coloring | None,
-    dual_norm: Callable[[Tensor, int], Tensor],
-) -> tuple[Tensor, Tensor]:
-    """The radius-scaled input identity after the first ReLU, ``W_2 D_2 W_1 diag(rad)``.
-
-    Returns the columns (B, n_in, *s_3) and their dual norm over columns
-    (B, *s_3), the input set's term of eq. 10; with a colouring the norm comes
-    from the packed columns, which hold the same entries (one per column and
-    unit), so any entrywise norm is unchanged.
-    """
-    batch, n_in = rad.shape
-    if coloring is None:
-        scale = rad.view(batch, n_in, *([1] * len(block.out_shape)))
-        cols = _push(block, slope, basis.unsqueeze(0)) * scale
-        return cols, dual_norm(cols, 1)
-    members = coloring.members.to(rad.device)
-    zero_row = torch.zeros(1, dtype=rad.dtype, device=rad.device)
-    rad_g = torch.cat([rad, zero_row.expand(batch, 1)], 1)[:, members]  # (B, G, m)
-    basis_g = torch.cat([basis.flatten(1), zero_row.expand(1, basis[0].numel())])[members]  # (G, m, n_2)
-    packed = (rad_g.transpose(0, 1) @ basis_g).transpose(0, 1)  # Σ_{p of colour g} rad_p W_1 e_p: (B, G, n_2)
-    out = _push(block, slope, packed.view(batch, coloring.n_colors, *basis.shape[1:])).flatten(2)
-    spread = dual_norm(out, 1).view(batch, *block.out_shape)
-    # One gather splits the colours: entry (p, j) reads out[colour(p), j] or a zero slot.
-    out = torch.cat([out.flatten(1), out.new_zeros(batch, 1)], 1)
-    cols = out[:, coloring.unpack.to(rad.device)]
-    return cols.view(batch, n_in, *block.out_shape), spread
-
-
-def _push(block: AffineBlock, slope: Tensor, cols: Tensor) -> Tensor:
-    """``W (D ⊙ col)`` for every column: cols (1 or B, K, *in) → (B, K, *out), chunked over the batch.
-
-    ``cols`` with a leading 1 is shared by the batch (it broadcasts against the slope).
-    """
-    batch, k = slope.shape[0], cols.shape[1]
-    if len(block.ops) == 1 and isinstance(block.ops[0], Dense) and k > block.out_features:
-        # Fold D into the weight: B·n_out·n_in multiplications instead of B·K·n_in.
-        scaled = block.ops[0].weight.to(slope).unsqueeze(0) * slope.flatten(1).unsqueeze(1)  # (B, n_out, n_in)
-        return cols.flatten(2).expand(batch, -1, -1) @ scaled.transpose(1, 2)
-    step = max(1, CHUNK_ELEMENTS // max(1, k * max(block.in_features, block.out_features)))
-    out = []
-    for start in range(0, batch, step):
-        sl = slice(start, start + step)
-        x = slope[sl].unsqueeze(1) * (cols if cols.shape[0] == 1 else cols[sl])
-        n = x.shape[0]
-        out.append(block.linear(x.reshape(n * k, *block.in_shape)).view(n, k, *block.out_shape))
-    return out[0] if len(out) == 1 else torch.cat(out)
+    # c as a last linear layer: combine every column, then eq. 10's lower bound.
+    offset_c = (c @ offset.flatten(1).unsqueeze(2)).squeeze(2)
+    relu_c = [(coef, combine(cols, c)) for coef, cols in relu_cols]
+    J, _ = _bounds_from_columns(offset_c, combine(cols_in, c).norm(ball.q), relu_c)
+    if rigorous:
+        magnitude_c = (c.abs() @ magnitude.flatten(1).unsqueeze(2)).squeeze(2)
+        J = lower_bound(J, error_bound(magnitude_c, depth + c.shape[2] + 4))
+    return bounds, torch.where(bounds.finite().unsqueeze(1) & torch.isfinite(J), J, torch.full_like(J, float("nan")))
 
 
 def _crossing_units(lower: Tensor, upper: Tensor, slope: Tensor) -> tuple[Tensor, Tensor, Tensor] | None:
@@ -416,15 +327,14 @@ def _crossing_units(lower: Tensor, upper: Tensor, slope: Tensor) -> tuple[Tensor
 
 
 def _bounds_from_columns(
-    offset: Tensor, spread: Tensor, relu_cols: list[tuple[Tensor, Tensor]]
+    offset: Tensor, spread: Tensor, relu_cols: list[tuple[Tensor, Columns]]
 ) -> tuple[Tensor, Tensor]:
-    """ℓ and u of one layer (eq. 10) from ``L(mid)``, ``Σ|input columns|`` and the crossing columns."""
+    """ℓ and u of one layer (eq. 10) from ``L(mid)``, the input columns' norm and the crossing columns."""
     lower, upper = offset - spread, offset + spread
-    for coef, cols in relu_cols:
-        c = coef.unsqueeze(1)  # (B, 1, K) @ (B, K, n): Σ_k ℓ_k [∓col_k]₊
-        flat = cols.flatten(2)
-        lower = lower + (c @ (-flat).clamp(min=0)).view_as(lower)
-        upper = upper - (c @ flat.clamp(min=0)).view_as(upper)
+    for coef, cols in relu_cols:  # Σ_k ℓ_k [∓col_k]₊
+        positive, negative = cols.weighted_parts(coef)
+        lower = lower + negative.view_as(lower)
+        upper = upper - positive.view_as(upper)
     return lower, upper
 
 

@@ -195,16 +195,23 @@ class Conv:
         """Where the matrix can be nonzero whatever the weights."""
         return self._matrix(np.ones(self._triplets[0].size))
 
+    def entries(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(row, column, flat weight index) of every structural nonzero of the (n_out, n_in) matrix."""
+        return self._triplets
+
+    def column_support(self) -> tuple[Tensor, Tensor]:
+        """Per input unit, the output rows of its column (padded with n_out) and their flat weight indices (padded with the weight's size)."""
+        return self._column_table
+
     @cached_property
     def _column_table(self) -> tuple[Tensor, Tensor]:
-        """Per input unit, the output rows and weight indices of its column, padded (to a zero weight)."""
         rows, cols, widx = self._triplets
         n_in, pad_w = _numel(self.in_shape), self.weight.numel()
         order = np.argsort(cols, kind="stable")
         counts = np.bincount(cols, minlength=n_in)
         width = int(counts.max())
         slot = np.arange(order.size) - np.repeat(np.cumsum(counts) - counts, counts)
-        out_rows = np.zeros((n_in, width), dtype=np.int64)
+        out_rows = np.full((n_in, width), _numel(self.out_shape), dtype=np.int64)
         w_index = np.full((n_in, width), pad_w, dtype=np.int64)
         out_rows[cols[order], slot] = rows[order]
         w_index[cols[order], slot] = widx[order]
@@ -216,9 +223,9 @@ class Conv:
         w = _cast(self.weight, like).flatten()
         w = torch.cat([w, w.new_zeros(1)])
         batch, k = index.shape
-        cols = like.new_zeros(batch, k, _numel(self.out_shape))
-        cols = cols.scatter_add(2, out_rows[index], w[w_index[index]])
-        return cols.view(batch, k, *self.out_shape)
+        n_out = _numel(self.out_shape)
+        cols = like.new_zeros(batch, k, n_out + 1).scatter_add(2, out_rows[index], w[w_index[index]])
+        return cols[:, :, :n_out].reshape(batch, k, *self.out_shape)
 
     def parameters(self) -> tuple[Tensor, ...]:
         return (self.weight,) if self.bias is None else (self.weight, self.bias)

@@ -88,6 +88,7 @@ class InputSet(Protocol):
     hi: Tensor
     mid: Tensor
     rad: Tensor
+    q: float  # the dual exponent: h(v) = vᵀmid + ‖rad ⊙ v‖_q on the box, ε‖v‖_q on a ball
 
     @property
     def batch_size(self) -> int: ...
@@ -145,6 +146,8 @@ class LinfBall(_Centered):
     without a clamp ``mid = x`` and ``rad = ε`` exactly, so the support
     function is the paper's ``xᵀv + ε‖v‖₁``.
     """
+
+    q = 1.0  # the dual exponent of l_inf
 
     def __init__(
         self,

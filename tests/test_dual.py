@@ -8,9 +8,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import lpverify as lv
-from lpverify import dual
 from conftest import assert_bounds_close, random_convnet, random_mlp
-from strategies import any_case, conv_cases, dense_cases, lp_ball_cases, sampled_pre_activations
+from strategies import any_case, dense_cases, lp_ball_cases, sampled_pre_activations
 
 
 def eye_objectives(net, batch, dtype=torch.float64):
@@ -77,33 +76,6 @@ def test_without_crossing_units_J_is_the_exact_minimum(case):
             case.net(x)[:, j].sum().backward()
             vertex = (ball.center - 1e-6 * torch.sign(x.grad)).detach()
             torch.testing.assert_close(J[:, j], case.net(vertex)[:, j].detach(), rtol=1e-9, atol=1e-9)
-
-
-@pytest.mark.parametrize("channels, side, seed", [(1, 12, 0), (2, 16, 1), (1, 13, 2)])
-def test_colouring_and_chunking_do_not_change_the_bounds(channels, side, seed):
-    model, shape = random_convnet(channels, side, seed)
-    net = lv.Network.from_torch(model, input_shape=shape)
-    assert dual._input_coloring(net) is not None  # these inputs are large enough to be compressed
-    x = torch.rand(3, *shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
-    ball = lv.LinfBall(x, 0.05)
-    with torch.no_grad():
-        reference = lv.dual_bounds(net, ball)
-        saved_chunk = dual.CHUNK_ELEMENTS
-        try:
-            dual._COLORINGS[net] = None  # plain propagation of every input column
-            dual.CHUNK_ELEMENTS = 64  # one example per chunk
-            plain = lv.dual_bounds(net, ball)
-        finally:
-            del dual._COLORINGS[net]
-            dual.CHUNK_ELEMENTS = saved_chunk
-    assert reference.n_crossing()[:, 0].min() > 0  # the crossing columns are exercised too
-    assert_bounds_close(reference, plain, rtol=1e-10, atol=1e-10)
-
-
-def test_colouring_is_used_on_the_paper_architecture():
-    net = lv.Network.from_torch(lv.zoo.conv_small(), input_shape=(1, 28, 28))
-    coloring = dual._input_coloring(net)
-    assert coloring is not None and coloring.n_colors <= 100  # 784 input columns pushed as 100
 
 
 def test_bounds_of_an_example_do_not_depend_on_its_batch():
