@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from .attacks import predict
 from .bounds import prepare
-from .columns import column_widths
+from .columns import column_entries
 from .dual import dual_bounds_and_objective, dual_objective
 from .network import Network
 from .sets import LinfBall
@@ -39,7 +39,7 @@ def as_network(model: nn.Module | Network, input_shape: tuple[int, ...]) -> Netw
 _NETWORKS: "weakref.WeakKeyDictionary[nn.Module, tuple[tuple, Network]]" = weakref.WeakKeyDictionary()
 
 
-def _slice_limit(limit: Limit, sl: slice, x: Tensor) -> Limit:
+def _slice_limit(limit: Limit, sl: slice | Tensor, x: Tensor) -> Limit:
     """A per-example clamp (shaped like x) follows the batch chunk; a scalar or shared one is kept whole."""
     if isinstance(limit, Tensor) and limit.shape == x.shape:
         return limit[sl]
@@ -57,15 +57,14 @@ def auto_batch_size(net: Network, dtype: torch.dtype = torch.float32) -> int:
     """Examples per chunk for certification: as many as fit :data:`BATCH_MEMORY_BYTES` of columns.
 
     Per example, Algorithm 1 holds the input columns on their receptive
-    fields (n_in × each layer's column width, :func:`lpverify.columns.column_widths`)
+    fields (:func:`lpverify.columns.column_entries`)
     and one dense column per crossing unit (:data:`CROSSING_SHARE` of each
     hidden layer, pushed into the next), with about three temporaries of
     each. Never changes a certificate: every example's bounds are computed
     on their own.
     """
-    widths = column_widths(net)
     units = [b.out_features for b in net.blocks]
-    elements = net.blocks[0].in_features * sum(widths)
+    elements = sum(column_entries(net))
     elements += sum(CROSSING_SHARE * n * n_next for n, n_next in zip(units, units[1:]))
     per_example = 3 * elements * torch.finfo(dtype).bits // 8
     return int(max(1, min(1024, BATCH_MEMORY_BYTES // max(1, per_example))))
@@ -230,11 +229,17 @@ def certify(
             out.append(_certified(J, labels) & correct)
             if undecided is not None and (undecided & correct).any():
                 index = torch.nonzero(undecided & correct).view(-1)
-                pending.append((start + index, ball.select(index), labels[index], c[index], J[index]))
+                pending.append((start + index, J[index]))
         ok = torch.cat(out) if out else torch.zeros(0, dtype=torch.bool, device=x.device)
-        # float64 last, for all the examples float32 left undecided: the float64 weights are gathered once.
-        for where, ball, labels, c, J in pending:
-            ok[where] = _certified(_float64_margins(net, ball, c, J), labels)
+        if pending:  # float64 last, for all the examples float32 left undecided together
+            where, J_all = torch.cat([p[0] for p in pending]), torch.cat([p[1] for p in pending])
+            for start in range(0, len(where), batch_size):
+                idx, J = where[start : start + batch_size], J_all[start : start + batch_size]
+                ball = LinfBall(x[idx], eps_t if eps_t.ndim == 0 else eps_t[idx], _slice_limit(lower, idx, x),
+                                _slice_limit(upper, idx, x))
+                labels = y[idx].to(x.device)
+                c = margin_objectives(labels, net.n_outputs).to(ball.center)
+                ok[idx] = _certified(_float64_margins(net, ball, c, J), labels)
     return ok
 
 

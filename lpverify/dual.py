@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from .bounds import Bounds, prepare
-from .columns import Columns, combine, input_columns, push, unit_columns
+from .columns import Columns, combine, group_norm, input_columns, merged, push, unit_columns
 from .network import Network
 from .relu import crossing, dual_step, dual_term, local_minimum, relu_slope, sound_slope
 from .rigorous import error_bound, lower_bound, widen
@@ -262,9 +262,9 @@ def dual_bounds_and_objective(net: Network, ball: Ball, c: Tensor, *, rigorous: 
 def _algorithm1(net: Network, ball: Ball, rigorous: bool, c: Tensor | None = None) -> tuple[Bounds, Tensor | None]:
     """Algorithm 1 (see :func:`dual_bounds`), with the objectives c as an optional last layer."""
     first = net.blocks[0]
-    cols_in = input_columns(first, ball.rad.flatten(1))
+    cols_in = input_columns(net, ball.rad.flatten(1))  # groups of columns
     offset = first(ball.mid)
-    spread = cols_in.norm(ball.q).view_as(offset)
+    spread = group_norm(cols_in, ball.q).view_as(offset)
     lo, up = offset - spread, offset + spread
     relu_cols: list[tuple[Tensor, Columns]] = []  # (ℓ coefficients (B, K), the crossing units' columns)
     if rigorous:
@@ -276,7 +276,7 @@ def _algorithm1(net: Network, ball: Ball, rigorous: bool, c: Tensor | None = Non
     for block in net.blocks[1:]:
         lo, up = lower[-1], upper[-1]
         slope = sound_slope(lo, up) if rigorous else relu_slope(lo, up)
-        cols_in = push(block, cols_in.scaled(slope))
+        cols_in = merged([push(block, cols.scaled(slope)) for cols in cols_in])
         relu_cols = [(coef, push(block, cols.scaled(slope))) for coef, cols in relu_cols]
         new = _crossing_units(lo, up, slope)
         if new is not None:
@@ -287,7 +287,7 @@ def _algorithm1(net: Network, ball: Ball, rigorous: bool, c: Tensor | None = Non
             magnitude = block.abs_forward(slope * scaled)
             depth += block.rounding_depth + 4 + (0 if new is None else new[0].shape[1])
         offset = block(slope * offset)
-        lo, up = _bounds_from_columns(offset, cols_in.norm(ball.q).view_as(offset), relu_cols)
+        lo, up = _bounds_from_columns(offset, group_norm(cols_in, ball.q).view_as(offset), relu_cols)
         if rigorous:
             lo, up = widen(lo, up, error_bound(magnitude, depth))
         lower.append(lo)
@@ -299,7 +299,7 @@ def _algorithm1(net: Network, ball: Ball, rigorous: bool, c: Tensor | None = Non
     # c as a last linear layer: combine every column, then eq. 10's lower bound.
     offset_c = (c @ offset.flatten(1).unsqueeze(2)).squeeze(2)
     relu_c = [(coef, combine(cols, c)) for coef, cols in relu_cols]
-    J, _ = _bounds_from_columns(offset_c, combine(cols_in, c).norm(ball.q), relu_c)
+    J, _ = _bounds_from_columns(offset_c, group_norm([combine(cols, c) for cols in cols_in], ball.q), relu_c)
     if rigorous:
         magnitude_c = (c.abs() @ magnitude.flatten(1).unsqueeze(2)).squeeze(2)
         J = lower_bound(J, error_bound(magnitude_c, depth + c.shape[2] + 4))

@@ -106,27 +106,32 @@ def test_conv_plan_holds_the_matrix_entries():
         assert reached == {r for r in out_index[k].tolist() if r < n_out}
 
 
-@pytest.mark.parametrize("shared", [True, False])
-def test_sparse_columns_reduce_like_dense_ones(shared):
+def test_sparse_columns_reduce_like_dense_ones():
     gen = torch.Generator().manual_seed(1)
     batch, k, s, size = 3, 4, 5, 9
-    shape = (k,) if shared else (batch, k)
     # One entry per unit and column, as supports are; index `size` is padding, with value zero.
-    index = torch.stack([torch.randperm(size + 1, generator=gen)[:s] for _ in range(k * (1 if shared else batch))])
-    index = index.view(*shape, s)
-    values = torch.randn(batch, k, s, generator=gen, dtype=torch.float64)
-    values = torch.where((index == size).expand(batch, k, s), torch.zeros_like(values), values)
+    index = torch.stack([torch.randperm(size + 1, generator=gen)[:s] for _ in range(k)])
+    values = torch.randn(k, s, batch, generator=gen, dtype=torch.float64)
+    values = torch.where((index == size).unsqueeze(2), torch.zeros_like(values), values)
     sparse = Columns(values, index, size)
     dense = sparse.to_dense()
     assert dense.shape == (batch, k, size)
+    for b in range(batch):  # entry by entry
+        for col in range(k):
+            for slot in range(s):
+                if index[col, slot] < size:
+                    assert dense[b, col, index[col, slot]] == values[col, slot, b]
+    assert int((dense != 0).sum()) == int((values != 0).sum())
     as_dense = Columns(dense, None, size)
     slope = torch.rand(batch, size, generator=gen, dtype=torch.float64)
     coef = -torch.rand(batch, k, generator=gen, dtype=torch.float64)
     torch.testing.assert_close(sparse.scaled(slope).to_dense(), dense * slope.unsqueeze(1))
     for q in (1.0, 2.0, float("inf")):
         torch.testing.assert_close(sparse.norm(q), as_dense.norm(q))
+    torch.testing.assert_close(as_dense.norm(1.0), dense.abs().sum(1))
     for got, want in zip(sparse.weighted_parts(coef), as_dense.weighted_parts(coef)):
         torch.testing.assert_close(got, want)
+    torch.testing.assert_close(as_dense.weighted_parts(coef)[0], (coef.unsqueeze(2) * dense.clamp(min=0)).sum(1))
 
 
 def test_cached_weights_follow_an_in_place_update():
@@ -146,9 +151,20 @@ def test_cached_weights_follow_an_in_place_update():
 
 
 def test_paper_architecture_keeps_receptive_fields():
-    """On the MNIST model an input pixel's column reaches at most 288 of the 1,568 second-layer units."""
+    """On the MNIST model an input pixel's column reaches at most 288 of the 1,568 second-layer units;
+    the pixels are grouped by that width, each pixel in exactly one group."""
     net = lv.Network.from_torch(lv.zoo.conv_small(), input_shape=(1, 28, 28))
-    cols = columns.input_columns(net.blocks[0], torch.full((1, 784), 0.1))
-    assert cols.index is not None and cols.values.shape == (1, 784, 64)
-    pushed = columns.push(net.blocks[1], cols.scaled(torch.ones(1, 16, 14, 14)))
-    assert pushed.index is not None and pushed.index.shape == (784, 288)
+    groups = columns.input_columns(net, torch.full((1, 784), 0.1))
+    members = torch.cat([m for m, _ in columns.column_groups(net)])
+    assert torch.equal(members.sort().values, torch.arange(784))  # every pixel reaches the second layer
+    widths = []
+    for cols in groups:
+        assert cols.index is not None and cols.values.shape[1:] == (cols.index.shape[1], 1)
+        pushed = columns.push(net.blocks[1], cols.scaled(torch.ones(1, 16, 14, 14)))
+        assert pushed.index is not None
+        counts = (pushed.index < 1568).sum(1)
+        assert bool((counts == pushed.index.shape[1]).all())  # no padding within a group
+        widths.append(pushed.index.shape[1])
+    assert max(widths) == 288 and len(set(widths)) == len(widths)
+    entries = columns.column_entries(net)
+    assert entries[2:] == [784 * 100, 784 * 10] and entries[1] < 784 * 288
