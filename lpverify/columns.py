@@ -107,9 +107,10 @@ class Columns:
 
     def weighted_parts(self, coef: Tensor) -> tuple[Tensor, Tensor]:
         """``Σ_k coef_k [col_k]₊`` and ``Σ_k coef_k [−col_k]₊`` per unit (B, size), coef (B, K)."""
-        if self.index is None:  # (B, 1, K) @ (B, K, n): one batched product each
+        if self.index is None:  # (B, 1, K) @ (B, K, n); [−v]₊ = [v]₊ − v
             c = coef.unsqueeze(1)
-            return (c @ self.values.clamp(min=0)).squeeze(1), (c @ (-self.values).clamp(min=0)).squeeze(1)
+            positive = (c @ self.values.clamp(min=0)).squeeze(1)
+            return positive, positive - (c @ self.values).squeeze(1)
         c = coef.T.unsqueeze(1)  # (K, 1, B)
         return self._unit_sum(c * self.values.clamp(min=0)), self._unit_sum(c * (-self.values).clamp(min=0))
 
@@ -189,6 +190,22 @@ def unit_columns(block: AffineBlock, index: Tensor, scale: Tensor) -> Columns:
     """``scale_k W e_{index_k}``: the columns of some input units of a block, index and scale (B, K), dense."""
     cols = block.unit_columns(index, scale).flatten(2) * scale.unsqueeze(2)
     return Columns(cols, None, block.out_features)
+
+
+def unit_column_parts(block: AffineBlock, index: Tensor, scale: Tensor, coef: Tensor) -> tuple[Tensor, Tensor] | None:
+    """:meth:`Columns.weighted_parts` of :func:`unit_columns` from a lone convolution's column
+    supports (each a few entries), without the dense columns; None for any other block."""
+    op = block.ops[0] if len(block.ops) == 1 else None
+    if not (STRUCTURED and isinstance(op, Conv)):
+        return None
+    rows, widx = (t.to(index.device) for t in op.column_support())
+    values = _padded_weight(op, scale)[widx[index]] * scale.unsqueeze(2)  # (B, K, width)
+    weighted = coef.unsqueeze(2) * values.clamp(min=0), coef.unsqueeze(2) * (-values).clamp(min=0)
+    batch, size = index.shape[0], block.out_features
+    flat = rows[index].view(batch, -1)
+    return tuple(  # type: ignore[return-value]
+        values.new_zeros(batch, size + 1).scatter_add_(1, flat, w.view(batch, -1))[:, :size] for w in weighted
+    )
 
 
 def push(block: AffineBlock, cols: Columns) -> Columns:

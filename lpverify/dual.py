@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from .bounds import Bounds, prepare
-from .columns import Columns, combine, group_norm, input_columns, merged, push, unit_columns
+from .columns import Columns, combine, group_norm, input_columns, merged, push, unit_column_parts, unit_columns
 from .network import Network
 from .relu import crossing, dual_step, dual_term, local_minimum, relu_slope, sound_slope
 from .rigorous import error_bound, lower_bound, widen
@@ -279,15 +279,17 @@ def _algorithm1(net: Network, ball: Ball, rigorous: bool, c: Tensor | None = Non
         cols_in = merged([push(block, cols.scaled(slope)) for cols in cols_in])
         relu_cols = [(coef, push(block, cols.scaled(slope))) for coef, cols in relu_cols]
         new = _crossing_units(lo, up, slope)
+        fresh = None  # the new columns' terms, where their sparse form gives them cheaply
         if new is not None:
             coef, index, vals = new
+            fresh = unit_column_parts(block, index, vals, coef)
             relu_cols.append((coef, unit_columns(block, index, vals)))
         if rigorous:
             scaled = torch.where(crossing(lo, up), magnitude + lo.abs(), magnitude)
             magnitude = block.abs_forward(slope * scaled)
             depth += block.rounding_depth + 4 + (0 if new is None else new[0].shape[1])
         offset = block(slope * offset)
-        lo, up = _bounds_from_columns(offset, group_norm(cols_in, ball.q).view_as(offset), relu_cols)
+        lo, up = _bounds_from_columns(offset, group_norm(cols_in, ball.q).view_as(offset), relu_cols, fresh)
         if rigorous:
             lo, up = widen(lo, up, error_bound(magnitude, depth))
         lower.append(lo)
@@ -327,12 +329,19 @@ def _crossing_units(lower: Tensor, upper: Tensor, slope: Tensor) -> tuple[Tensor
 
 
 def _bounds_from_columns(
-    offset: Tensor, spread: Tensor, relu_cols: list[tuple[Tensor, Columns]]
+    offset: Tensor,
+    spread: Tensor,
+    relu_cols: list[tuple[Tensor, Columns]],
+    fresh: tuple[Tensor, Tensor] | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """ℓ and u of one layer (eq. 10) from ``L(mid)``, the input columns' norm and the crossing columns."""
+    """ℓ and u of one layer (eq. 10) from ``L(mid)``, the input columns' norm and the crossing columns.
+
+    ``fresh``: the last crossing columns' ``Σ ℓ_k [±col_k]₊``, when already computed.
+    """
     lower, upper = offset - spread, offset + spread
-    for coef, cols in relu_cols:  # Σ_k ℓ_k [∓col_k]₊
-        positive, negative = cols.weighted_parts(coef)
+    for i, (coef, cols) in enumerate(relu_cols):  # Σ_k ℓ_k [∓col_k]₊
+        given = fresh is not None and i == len(relu_cols) - 1
+        positive, negative = fresh if given else cols.weighted_parts(coef)
         lower = lower + negative.view_as(lower)
         upper = upper - positive.view_as(upper)
     return lower, upper
