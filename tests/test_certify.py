@@ -50,6 +50,27 @@ def test_certify_chunks_give_the_same_answer():
         lv.certify(net, x, y[:5], 0.1)
 
 
+def test_automatic_batch_size_never_changes_a_certificate():
+    """The default (automatic) chunking, one example per chunk and an odd size: the same verdicts,
+    on a convolutional net where columns stay on their receptive fields and some examples need float64."""
+    from lpverify.certify import auto_batch_size
+
+    model, shape = random_convnet(1, 9, seed=11, n_out=3)
+    net = lv.Network.from_torch(model, input_shape=shape)
+    gen = torch.Generator().manual_seed(3)
+    x = torch.rand(20, *shape, generator=gen)
+    with torch.no_grad():
+        y = net(x).argmax(1)
+    eps = torch.linspace(0.0, 0.25, 20)
+    assert 1 <= auto_batch_size(net) <= 1024
+    default = lv.certify(net, x, y, eps)
+    assert 0 < int(default.sum()) < 20  # both verdicts occur
+    assert lv.certify(net, x, y, eps, batch_size=1).tolist() == default.tolist()
+    assert lv.certify(net, x, y, eps, batch_size=7).tolist() == default.tolist()
+    with pytest.raises(ValueError, match="batch_size"):
+        lv.certify(net, x, y, eps, batch_size=0)
+
+
 @pytest.fixture(scope="module")
 def mnist_first_1000():
     from lpverify.data import load_mnist
