@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) benchmarks/tightness.py --results build/demo --figures build/demo
+	$(PY) benchmarks/tightness.py --figure11-images 1 --results build/demo --figures build/demo
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -13,16 +13,22 @@ benchmarks/results/ and a PNG under figures/:
    smallest sampled margin, and the gaps between them; the same on the 2D toy
    networks of Appendix B.1 (trained normally and robustly, briefly).
 3. Figure 11: the exact LP optimum against the dual bound for many LPs (test
-   images × target classes, ε = 0.1) on the paper's robust MNIST model, a
+   images × 9 target classes, ε = 0.1) on the paper's robust MNIST model, a
    randomly initialised model of the same architecture and a normally trained
    one, with the median and largest gaps. Needs the MNIST test set and the
    paper's weights (--data, --weights); skipped with a message without them.
+   The normally trained model is trained by --full (3 epochs, cached in
+   benchmarks/results/models/standard_mnist) and used when cached. On the
+   random and standard models ~4,000 units cross: each LP is solved by
+   interior point (~10 s), images in --workers processes.
 
 Every LP value must lie between its dual bound and the sampled values; the
 script exits with status 1, naming the case, if one does not.
 
-    python benchmarks/tightness.py            # default, under two minutes on 2 cores
-    python benchmarks/tightness.py --full     # the paper's scale: more networks, images and LPs
+    python benchmarks/tightness.py                       # all three studies, Figure 11 at 12 images (108 LPs per model)
+    python benchmarks/tightness.py --only figure11       # Figure 11 alone
+    python benchmarks/tightness.py --figure11-images 1   # quick: studies 1-2 under two minutes, 9 LPs per model
+    python benchmarks/tightness.py --full                # the paper's scale: more networks, 100 images per model
 """
 
 from __future__ import annotations
@@ -248,8 +254,11 @@ def figure11_models(weights: Path, data: Path, seed: int, train_standard: bool) 
     return models
 
 
-def lp_vs_dual(name: str, model: nn.Module, x: torch.Tensor, eps: float, targets: int = 9) -> list[MarginRow]:
-    """The margin LPs (the first ``targets`` classes other than the predicted one) and their dual bounds."""
+def lp_vs_dual(name: str, model: nn.Module, x: torch.Tensor, eps: float, targets: int = 9, workers: int = 1) -> list[MarginRow]:
+    """The margin LPs (the first ``targets`` classes other than the predicted one) and their dual bounds.
+
+    One LP model per image, re-solved per target; ``workers`` processes solve images at once.
+    """
     net = lv.Network.from_torch(model, input_shape=tuple(x.shape[1:]))
     ball = lv.LinfBall(x.double(), eps)
     with torch.no_grad():
@@ -257,14 +266,15 @@ def lp_vs_dual(name: str, model: nn.Module, x: torch.Tensor, eps: float, targets
         C = lv.margin_objectives(y, 10).double()
         bounds = lv.dual_bounds(net, ball)
         J = lv.dual_objective(net, ball, C, bounds)
+    picks = [[j for j in range(10) if j != int(y[b])][:targets] for b in range(x.shape[0])]
+    results = lv.solve_batch(net, ball, torch.stack([C[b, p] for b, p in enumerate(picks)]), bounds, workers=workers)
     rows = []
-    for b in range(x.shape[0]):
-        model_lp = lv.build_lp(net, ball.select(b), bounds.select(b))
+    for b, (picked, lps) in enumerate(zip(picks, results)):
         crossing = int(bounds.select(b).n_crossing().sum())
-        for j in [j for j in range(10) if j != int(y[b])][:targets]:
-            lp = model_lp.solve(C[b, j])
+        for j, lp in zip(picked, lps):
             check(lp.optimal, f"{name} image {b} target {j}: LP not optimal ({lp.status})")
             check(float(J[b, j]) <= lp.value + TOL, f"{name} image {b} target {j}: dual {float(J[b, j])} above LP {lp.value}")
+            check(lp.bound <= lp.value + TOL, f"{name} image {b} target {j}: safe bound {lp.bound} above LP {lp.value}")
             rows.append(MarginRow(name, eps, b, j, float("nan"), lp.value, float(J[b, j]), float("nan"), crossing))
     return rows
 
@@ -303,18 +313,11 @@ def plot_figure11(rows: list[MarginRow], path: Path) -> None:
 # -- main ---------------------------------------------------------------------------------------
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--full", action="store_true", help="more networks, inputs and samples")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random networks and inputs")
-    parser.add_argument("--results", type=Path, default=RESULTS, help="folder for the CSV files")
-    parser.add_argument("--figures", type=Path, default=FIGURES, help="folder for the PNG files")
-    parser.add_argument("--data", type=Path, default=SHARED / "data", help="data directory holding mnist/ (Figure 11)")
-    parser.add_argument("--weights", type=Path, default=SHARED / "models" / "wong_kolter_2018" / "mnist.pth")
-    args = parser.parse_args(argv)
-    start = time.perf_counter()
+STUDIES = ("ranges", "margins", "figure11")
 
-    # Study 1: Appendix B's output ranges.
+
+def run_ranges(args: argparse.Namespace) -> int:
+    """Study 1, Appendix B's output ranges; returns the number of LPs solved."""
     grid = 1000 if args.full else 400
     widths = [2, 100, 100, 100, 100, 2]
     net = lv.Network.from_torch(lv.zoo.random_mlp(widths, args.seed))
@@ -327,8 +330,11 @@ def main(argv: list[str] | None = None) -> int:
     print_ranges(ranges)
     write_csv(args.results / "tightness_output_ranges.csv", [r.__dict__ for r in ranges], list(Range.__dataclass_fields__))
     plot_ranges(ranges, args.figures / "tightness_output_ranges.png")
+    return 2 * len({(r.eps, r.output) for r in ranges})
 
-    # Study 2: margins on random dense and convolutional networks.
+
+def run_margins(args: argparse.Namespace) -> int:
+    """Study 2, margins on random dense and convolutional networks and the 2D toys; returns the number of LPs."""
     n_examples, n_samples = (8, 4000) if args.full else (3, 1000)
     dense_sizes = [[2, 100, 100, 100, 100, 2], [20, 50, 50, 10], [20, 200, 10]]
     if args.full:
@@ -358,28 +364,51 @@ def main(argv: list[str] | None = None) -> int:
     print_margin_summary(summary)
     write_csv(args.results / "tightness_margins.csv", [r.__dict__ for r in margins], list(MarginRow.__dataclass_fields__))
     write_csv(args.results / "tightness_margins_summary.csv", summary, list(summary[0]))
+    return len(margins)
 
-    # Study 3: Figure 11.
-    fig11: list[MarginRow] = []
-    if args.data.joinpath("mnist").is_dir() and args.weights.is_file():
-        x_test, _ = load_mnist(args.data / "mnist", "test")
-        for name, model in figure11_models(args.weights, args.data, args.seed, train_standard=args.full).items():
-            cheap = name.startswith("robust")  # ~150 crossing units; the others have ~3800 and need interior point
-            n, targets = (100, 9) if args.full else ((10, 9) if cheap else (1, 3))
-            fig11 += lp_vs_dual(name, model, x_test[:n], 0.1, targets)
-        gaps = gap_summary(fig11)
-        print("\nFigure 11: the exact LP against the dual bound, MNIST margins at ε = 0.1\n")
-        print(f"{'model':<26}{'LPs':>5}{'crossing':>10}{'median gap':>12}{'max gap':>10}{'median rel':>12}{'max rel':>10}{'<1e-6':>8}")
-        for g in gaps:
-            print(f"{g['model']:<26}{g['n_lps']:>5}{g['crossing']:>10.0f}{g['median_abs_gap']:>12.2e}{g['max_abs_gap']:>10.2e}"
-                  f"{g['median_rel_gap']:>12.2e}{g['max_rel_gap']:>10.2e}{g['frac_gap_below_1e-6']:>8.0%}")
-        write_csv(args.results / "tightness_figure11.csv", [r.__dict__ for r in fig11], list(MarginRow.__dataclass_fields__))
-        write_csv(args.results / "tightness_figure11_summary.csv", gaps, list(gaps[0]))
-        plot_figure11(fig11, args.figures / "tightness_figure11.png")
-    else:
+
+def run_figure11(args: argparse.Namespace) -> int:
+    """Study 3, Figure 11: ``args.figure11_images`` test images × 9 targets per model; returns the number of LPs."""
+    if not (args.data.joinpath("mnist").is_dir() and args.weights.is_file()):
         print(f"\nFigure 11 skipped: needs {args.data / 'mnist'} and {args.weights} (pass --data and --weights)")
+        return 0
+    x_test, _ = load_mnist(args.data / "mnist", "test")
+    n = args.figure11_images
+    print(f"\nFigure 11: {n} test images × 9 targets per model, LPs in {args.workers} processes")
+    fig11: list[MarginRow] = []
+    for name, model in figure11_models(args.weights, args.data, args.seed, train_standard=args.full).items():
+        began = time.perf_counter()
+        fig11 += lp_vs_dual(name, model, x_test[:n], 0.1, workers=args.workers)
+        print(f"  {name}: {9 * n} LPs in {time.perf_counter() - began:.0f} s")
+    gaps = gap_summary(fig11)
+    print("\nFigure 11: the exact LP against the dual bound, MNIST margins at ε = 0.1\n")
+    print(f"{'model':<26}{'LPs':>5}{'crossing':>10}{'median gap':>12}{'max gap':>10}{'median rel':>12}{'max rel':>10}{'<1e-6':>8}")
+    for g in gaps:
+        print(f"{g['model']:<26}{g['n_lps']:>5}{g['crossing']:>10.0f}{g['median_abs_gap']:>12.2e}{g['max_abs_gap']:>10.2e}"
+              f"{g['median_rel_gap']:>12.2e}{g['max_rel_gap']:>10.2e}{g['frac_gap_below_1e-6']:>8.0%}")
+    write_csv(args.results / "tightness_figure11.csv", [r.__dict__ for r in fig11], list(MarginRow.__dataclass_fields__))
+    write_csv(args.results / "tightness_figure11_summary.csv", gaps, list(gaps[0]))
+    plot_figure11(fig11, args.figures / "tightness_figure11.png")
+    return len(fig11)
 
-    n_lps = len(margins) + len(fig11) + 2 * len({(r.eps, r.output) for r in ranges})
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--full", action="store_true", help="more networks, inputs and samples; 100 images for Figure 11")
+    parser.add_argument("--only", choices=STUDIES, help="run one study (default: all three)")
+    parser.add_argument("--figure11-images", type=int, help="test images per model in Figure 11, 9 LPs each (default 12; 100 with --full)")
+    parser.add_argument("--workers", type=int, default=2, help="processes solving Figure 11's LPs, one image each at a time")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random networks and inputs")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="folder for the CSV files")
+    parser.add_argument("--figures", type=Path, default=FIGURES, help="folder for the PNG files")
+    parser.add_argument("--data", type=Path, default=SHARED / "data", help="data directory holding mnist/ (Figure 11)")
+    parser.add_argument("--weights", type=Path, default=SHARED / "models" / "wong_kolter_2018" / "mnist.pth")
+    args = parser.parse_args(argv)
+    if args.figure11_images is None:
+        args.figure11_images = 100 if args.full else 12
+    start = time.perf_counter()
+    studies = {"ranges": run_ranges, "margins": run_margins, "figure11": run_figure11}
+    n_lps = sum(run(args) for name, run in studies.items() if args.only in (None, name))
     print(f"\nEvery LP lies between its dual bound and the sampled values ({n_lps} LPs). "
           f"Wrote {args.results.relative_to(ROOT) if args.results.is_relative_to(ROOT) else args.results}/tightness_*.csv "
           f"and the figures tightness_*.png in {time.perf_counter() - start:.1f} s.")

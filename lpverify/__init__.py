@@ -9,6 +9,7 @@ Public API (re-exported names only)::
     b = lv.dual_bounds(net, ball)            # Algorithm 1
     J = lv.dual_objective(net, ball, c, b)   # Theorem 1, (batch, m)
     r = lv.solve_lp(net, ball, c, b)         # eq. 19, one example; r.bound is its safe bound
+    rs = lv.solve_batch(net, ball, c, b, workers=2)  # eq. 19 for every example, 2 processes
     ok = lv.certify(net, x, y, eps)          # Corollary 1, rigorous (SOUNDNESS.md)
     J = lv.objective_from_multipliers(net, ball, c, b, nus)  # a safe bound from any multipliers
 
@@ -25,7 +26,7 @@ from .attacks import attack_error, fgsm, pgd, predict
 from .certify import CertifiedRadius, certified_radius, certify, detect, margin_bounds, max_certified_eps, robust_loss
 from .dual import dual_bounds, dual_bounds_and_objective, dual_objective, objective_from_multipliers, optimize_alpha
 from .relu import relu_slope
-from .lp import CvxpyLP, HighsLP, LPResult, build_lp, solve_lp
+from .lp import CvxpyLP, HighsLP, LPResult, build_lp, solve_batch, solve_lp
 from .lpall import lp_bounds
 from .milp import MILPResult, build_milp, solve_milp
 from .network import AffineBlock, Network
@@ -78,6 +79,7 @@ __all__ = [
     "robustness_objectives",
     "objective_from_multipliers",
     "Status",
+    "solve_batch",
     "solve_lp",
     "solve_milp",
     "Verdict",

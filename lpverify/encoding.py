@@ -3,9 +3,10 @@
 For one example: the input box, each hidden layer's bounds and unit split,
 and the network with its stable units eliminated: every pre-activation is an
 affine expression ``ẑ = E v + e`` of the free variables ``v = (z_1, z of the
-crossing units)``. On that, the LP adds two triangle faces per crossing unit
-(:func:`triangle_rows`) and the MILP three big-M rows and a binary
-(:func:`big_m_rows`); every variable has a finite box (:func:`column_boxes`).
+crossing units)``. On that, the LP splits each crossing unit's ẑ into
+``z + w`` and adds its equality and upper face (:func:`triangle_rows`), the
+MILP three big-M rows and a binary (:func:`big_m_rows`); every variable has a
+finite box (:func:`column_boxes`, :func:`split_boxes`).
 The rows come from :mod:`lpverify.relu`, the one place the relaxation is
 written. These rows only steer a solver: certified numbers never read them
 (the LP's safe bound is recomputed from the network itself, MATH.md §11).
@@ -23,7 +24,7 @@ from torch import Tensor
 
 from .bounds import Bounds, check_compatible
 from .network import Network
-from .relu import big_m_rows as relu_big_m, triangle_face
+from .relu import big_m_rows as relu_big_m, split_face
 from .sets import Ball
 
 
@@ -167,29 +168,47 @@ class Rows:
     upper: np.ndarray
 
 
-def triangle_rows(elim: Eliminated) -> tuple[Rows, list[np.ndarray]]:
-    """The LP's two faces per crossing unit, ``z ≥ ẑ`` and ``z ≤ d ẑ − d ℓ`` (eq. 3), on ``v``.
+def triangle_rows(elim: Eliminated) -> Rows:
+    """The LP's triangle (eq. 3) on every crossing unit, with its pre-activation split ``ẑ = z + w``.
 
-    z ≥ 0 is a column bound. Returns the rows and, per hidden layer, the
-    index of each crossing unit's first face (its second is ``|I|`` rows later).
+    The columns are ``(v, w)``: v of :func:`eliminate_stable` and one more
+    column per crossing unit, ``w = ẑ − z ∈ [ℓ, 0]`` (:func:`split_boxes`), in
+    the order of ``elim.crossing``. The faces z ≥ 0 and z ≥ ẑ are then the
+    bounds z ≥ 0 and w ≤ 0, and two rows per crossing unit remain:
+
+    * the first ``n_crossing`` rows, ``z + w − E v = e``: the unit's equality
+      ``ẑ = E v + e``, whose dual is the multiplier of ẑ;
+    * the next ``n_crossing`` rows, the upper face ``(1 − d) z − d w ≤ −d ℓ``.
+
+    The expression E is written once per unit, not once per face, and the
+    face rows have two entries each: on networks where most units cross this
+    halves the nonzeros of the two-face form and the interior point solver's work.
     """
-    blocks: list[sp.csr_matrix] = []
-    row_lo: list[np.ndarray] = []
-    row_hi: list[np.ndarray] = []
-    first: list[np.ndarray] = []
-    n_row = 0
-    for cr in elim.crossing:
-        n = cr.units.size
-        select = sp.csr_matrix((np.ones(n), (np.arange(n), cr.columns)), shape=(n, elim.n_var))
-        d, face_offset = triangle_face(cr.lower, cr.upper)
-        blocks += [(select - cr.expr).tocsr(), (select - sp.diags(d) @ cr.expr).tocsr()]
-        row_lo += [cr.offset, np.full(n, -np.inf)]
-        row_hi += [np.full(n, np.inf), d * cr.offset + face_offset]
-        first.append(n_row + np.arange(n))
-        n_row += 2 * n
-    if not blocks:
-        return Rows(sp.csc_matrix((0, elim.n_var)), np.zeros(0), np.zeros(0)), first
-    return Rows(sp.vstack(blocks, format="csc"), np.concatenate(row_lo), np.concatenate(row_hi)), first
+    n, n_col = elim.n_crossing, elim.n_var + elim.n_crossing
+    if n == 0:
+        return Rows(sp.csc_matrix((0, n_col)), np.zeros(0), np.zeros(0))
+    rows = np.arange(n)
+    z = np.concatenate([cr.columns for cr in elim.crossing])
+    w = elim.n_var + rows
+    lower = np.concatenate([cr.lower for cr in elim.crossing])
+    upper = np.concatenate([cr.upper for cr in elim.crossing])
+    a, d, face_offset = split_face(lower, upper)
+    expr = sp.vstack([cr.expr for cr in elim.crossing], format="csr")
+    expr.resize(n, n_col)
+    parts = sp.csr_matrix((np.ones(2 * n), (np.tile(rows, 2), np.concatenate([z, w]))), shape=(n, n_col))
+    face = sp.csr_matrix((np.concatenate([a, -d]), (np.tile(rows, 2), np.concatenate([z, w]))), shape=(n, n_col))
+    offset = np.concatenate([cr.offset for cr in elim.crossing])
+    return Rows(
+        sp.vstack([parts - expr, face], format="csc"),
+        np.concatenate([offset, np.full(n, -np.inf)]),
+        np.concatenate([offset, face_offset]),
+    )
+
+
+def split_boxes(elim: Eliminated) -> tuple[np.ndarray, np.ndarray]:
+    """The boxes ``[ℓ, 0]`` of the columns w of :func:`triangle_rows`, one per crossing unit."""
+    lower = np.concatenate([np.zeros(0), *(cr.lower for cr in elim.crossing)])
+    return lower, np.zeros(lower.size)
 
 
 def big_m_rows(elim: Eliminated) -> Rows:
@@ -282,5 +301,6 @@ __all__ = [
     "objective_vector",
     "power_of_two_scale",
     "solve_rows",
+    "split_boxes",
     "triangle_rows",
 ]

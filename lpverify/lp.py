@@ -15,11 +15,12 @@ Two builds that must agree:
   by CVXPY with HiGHS. Readable; slow on real networks.
 * :class:`HighsLP`: a direct sparse HiGHS model with the stable units
   eliminated: every ẑ is substituted by its affine expression in the input
-  and the crossing units' z, so only the triangle rows of crossing units
-  remain, and the output layer is folded into the cost. Built once per
-  example and re-solved for each objective from the previous basis (warm
-  start); the multipliers ν of the eliminated equalities are recovered from
-  the triangle rows' duals.
+  and the crossing units' z, so only two rows per crossing unit remain (its
+  equality and the triangle's upper face, ẑ split as z + w), and the output
+  layer is folded into the cost. Built once per example and re-solved for
+  each objective, by simplex from the previous basis (warm start) on small
+  models and by interior point on large ones; the multipliers ν of the
+  eliminated equalities are recovered from the crossing units' equality duals.
 
 What is certified: :attr:`LPResult.bound`, the safe bound of MATH.md §11
 computed from the solver's multipliers by
@@ -38,12 +39,14 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 from torch import Tensor
 
 from .bounds import Bounds, prepare
 from .dual import objective_from_multipliers, residual_magnitudes
 from .encoding import (
+    Eliminated,
     Layer,
     power_of_two_scale,
     column_boxes,
@@ -52,17 +55,20 @@ from .encoding import (
     highs_model,
     objective_vector,
     solve_rows,
+    split_boxes,
     triangle_rows,
 )
 from .network import Network
-from .relu import triangle_face
 from .sets import Ball, LinfBall
 
 BACKENDS = ("highs", "cvxpy")
 SOLVERS = ("simplex", "ipm")
 # Above this many constraint nonzeros the direct model is solved by interior point:
-# warm-started simplex wins on small models (a few ms per re-solve), while on large
-# degenerate ones (thousands of crossing units) IPM with crossover is 5-20x faster.
+# warm-started simplex wins on small models (a few ms per re-solve on the robust MNIST
+# model), while on large degenerate ones it needs tens of thousands of iterations per
+# objective. On the random-init MNIST model at ε = 0.01, 0.015 and 0.02 (179k, 258k and
+# 332k nonzeros) simplex takes 0.54, 1.35 and 3.5 s per margin LP, interior point
+# 0.76, 1.08 and 2.1 s; at ε = 0.1 (590k) simplex 200-300 s, interior point 8-10 s.
 IPM_NONZEROS = 250_000
 
 
@@ -166,13 +172,15 @@ class HighsLP(_LPModel):
     expression ``ẑ_i = E_i v + e_i`` of the only free variables ``v``, the
     input z_1 and the post-activations z of the crossing units. I⁻ units
     contribute nothing (z = 0), I⁺ units pass their expression on (z = ẑ).
-    What is left are two rows per crossing unit, the triangle's faces
-    ``z ≥ ẑ`` and ``z ≤ d (ẑ − ℓ)`` with d = u/(u − ℓ) (z ≥ 0 is a bound),
-    and the objective ``cᵀ(W_k z_{k-1} + b_k)`` as a cost on v.
+    Each crossing unit's ẑ is split as ``z + w`` with ``w ∈ [ℓ, 0]``, so the
+    faces z ≥ 0 and z ≥ ẑ of its triangle are bounds and two rows remain
+    (:func:`lpverify.encoding.triangle_rows`): the equality ``z + w = E v + e``
+    and the upper face ``z ≤ d (ẑ − ℓ)``. The objective
+    ``cᵀ(W_k z_{k-1} + b_k)`` is a cost on v.
 
     ``solver`` is HiGHS's algorithm, "simplex" (re-solves warm-start from the
-    last basis) or "ipm"; by default it follows the model's size
-    (:func:`choose_solver`).
+    last basis) or "ipm" (interior point with crossover); by default it
+    follows the model's size (:func:`choose_solver`).
     """
 
     def __init__(
@@ -197,14 +205,14 @@ class HighsLP(_LPModel):
             return
         lo, hi, layers = prepared
         elim = eliminate_stable(net.sparse(), layers)
-        # Two faces per crossing unit, z ≥ ẑ and z ≤ d (ẑ − ℓ) with d = u/(u − ℓ) (z ≥ 0 is a bound).
-        rows, first_face = triangle_rows(elim)
-        self._layers = layers
-        # (units, first face row, the face's slope d) per hidden layer: what _nu reads the duals with.
-        self._crossing = [(cr.units, first, triangle_face(cr.lower, cr.upper)[0]) for cr, first in zip(elim.crossing, first_face)]
+        rows = triangle_rows(elim)
+        self._multipliers = _multiplier_map(net.sparse(), layers, elim)
         self._out_map, self._out_offset = elim.out_map, elim.out_offset  # ẑ_k = out_map v + out_offset
-        self.n_col, self.n_row = elim.n_var, rows.matrix.shape[0]
-        model = highs_model(rows, *column_boxes(elim, lo, hi))
+        self._cost_map = elim.out_map.T.tocsr()  # c ↦ the cost of v
+        self.n_col, self.n_row = rows.matrix.shape[1], rows.matrix.shape[0]
+        col_lower, col_upper = column_boxes(elim, lo, hi)
+        w_lower, w_upper = split_boxes(elim)
+        model = highs_model(rows, np.concatenate([col_lower, w_lower]), np.concatenate([col_upper, w_upper]))
         self.solver = solver or choose_solver(rows.matrix.nnz)
         self._time_limit = time_limit
         self._highs = highspy.Highs()
@@ -212,11 +220,11 @@ class HighsLP(_LPModel):
         self._highs.setOptionValue("solver", self.solver)
         self._highs.passModel(model)
         self._status_optimal = highspy.HighsModelStatus.kOptimal
-        self._all_cols = np.arange(self.n_col, dtype=np.int32)
+        self._v_cols = np.arange(elim.n_var, dtype=np.int32)  # the columns with a cost; w's stay 0
         self._built()
 
     def solve(self, c: np.ndarray | Tensor, *, time_limit: float | None = None) -> LPResult:
-        """min cᵀ ẑ_k over the relaxation; warm-started from the previous solve's basis.
+        """min cᵀ ẑ_k over the relaxation; a simplex solve warm-starts from the previous basis.
 
         The objective is solved scaled by a power of two; ``bound`` is the
         safe bound of the unscaled objective from the solver's multipliers,
@@ -233,7 +241,7 @@ class HighsLP(_LPModel):
         try:
             limit = self._time_limit if time_limit is None else time_limit
             h.setOptionValue("time_limit", math.inf if limit is None else max(float(limit), 1e-3))
-            h.changeColsCost(self.n_col, self._all_cols, self._out_map.T @ c_scaled)
+            h.changeColsCost(self._v_cols.size, self._v_cols, self._cost_map @ c_scaled)
             h.run()
             status = h.getModelStatus()
             sol = h.getSolution()
@@ -249,7 +257,7 @@ class HighsLP(_LPModel):
         value = (objective + float(c_scaled @ self._out_offset)) / scale
         if not math.isfinite(value):
             return _failed("not optimal: non-finite objective", "highs", elapsed, build)
-        v = np.asarray(sol.col_value)
+        v = np.asarray(sol.col_value)[: self._v_cols.size]
         return LPResult(
             value=value,
             status="optimal",
@@ -263,23 +271,34 @@ class HighsLP(_LPModel):
         )
 
     def _nu(self, c: np.ndarray, row_dual: np.ndarray) -> tuple[np.ndarray, ...]:
-        """ν_2..ν_{k-1} of the eliminated equalities ẑ_{i+1} = W_i z_i + b_i, from the face duals.
+        """ν_2..ν_{k-1} of the eliminated equalities ẑ_{i+1} = W_i z_i + b_i.
 
-        Stationarity in each eliminated ẑ_j gives its equality's multiplier y_j
-        (HiGHS's sign, ∂p*/∂b): on I⁺ the next layer's ``Wᵀ y`` (``Wᵀ c`` after
-        the last hidden layer), on I the face duals ``λ_j + d_j μ_j``, on I⁻ 0.
-        Theorem 1's ν is −y.
+        Each equality's multiplier y_j (HiGHS's sign, ∂p*/∂b): on I the dual of
+        the unit's row ``z + w − E v = e`` itself; on I⁺, eliminated, the next
+        layer's ``(Wᵀ y)_j`` (``(Wᵀ c)_j`` after the last hidden layer) by
+        stationarity in ẑ_j; on I⁻ 0. Theorem 1's ν is −y.
         """
-        mats = self.net.sparse()
         y_next = c
         out: list[np.ndarray] = []
-        for i in range(len(self._layers) - 1, -1, -1):
-            layer, (cross, rows, d) = self._layers[i], self._crossing[i]
-            y = np.where(layer.pos, mats[i + 1][0].T @ y_next, 0.0)
-            y[cross] = row_dual[rows] + d * row_dual[rows + cross.size]
+        for size, pos, pass_on, cross, rows in reversed(self._multipliers):
+            y = np.zeros(size)
+            y[pos] = pass_on @ y_next
+            y[cross] = row_dual[rows]
             out.insert(0, -y)
             y_next = y
         return tuple(out)
+
+
+def _multiplier_map(
+    mats: list[tuple[sp.csr_matrix, np.ndarray]], layers: list[Layer], elim: Eliminated
+) -> list[tuple[int, np.ndarray, sp.csr_matrix, np.ndarray, np.ndarray]]:
+    """Per hidden layer, what :meth:`HighsLP._nu` reads: (units, I⁺, the rows of ``W_{i+1}ᵀ`` on I⁺, I, I's equality rows)."""
+    first = np.cumsum([0] + [cr.units.size for cr in elim.crossing])
+    out = []
+    for i, (layer, cr) in enumerate(zip(layers, elim.crossing)):
+        pos = np.flatnonzero(layer.pos)
+        out.append((layer.pos.size, pos, mats[i + 1][0].T.tocsr()[pos], cr.units, np.arange(first[i], first[i + 1])))
+    return out
 
 
 class CvxpyLP(_LPModel):
@@ -400,4 +419,40 @@ def solve_lp(
     return solve_rows(build_lp(net, ball, bounds, backend).solve, c)
 
 
-__all__ = ["LPResult", "HighsLP", "CvxpyLP", "build_lp", "solve_lp"]
+def solve_batch(
+    net: Network,
+    ball: Ball,
+    c: np.ndarray | Tensor,
+    bounds: Bounds,
+    *,
+    backend: str | None = None,
+    workers: int = 1,
+) -> list[list[LPResult]]:
+    """Solve eq. 19 for every example of a batch and each of its m objectives.
+
+    ``c`` has shape (B, m, n_out). Each example gets one model, re-solved for
+    its m objectives (warm starts). HiGHS solves an LP on one core, so
+    ``workers`` > 1 solves that many examples at once, each in a spawned
+    process with one torch thread. Returns B lists of m results, in order.
+    """
+    c = np.asarray(c.detach().cpu().double() if isinstance(c, Tensor) else c, dtype=np.float64)
+    if c.ndim != 3 or c.shape[0] != ball.batch_size:
+        raise ValueError(f"objectives must have shape (batch, m, n_out) with batch {ball.batch_size}, got {c.shape}")
+    jobs = [(net, ball.select(b), bounds.select(b), c[b], backend) for b in range(ball.batch_size)]
+    if workers <= 1 or len(jobs) <= 1:
+        return [_solve_example(*job) for job in jobs]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    spawn = multiprocessing.get_context("spawn")  # a forked torch can hang in its thread pool
+    with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=spawn, initializer=torch.set_num_threads, initargs=(1,)) as pool:
+        return list(pool.map(_solve_example, *zip(*jobs)))
+
+
+def _solve_example(net: Network, ball: Ball, bounds: Bounds, c: np.ndarray, backend: str | None) -> list[LPResult]:
+    """The LPs of one example's objectives (rows of c) on one model."""
+    model = build_lp(net, ball, bounds, backend)
+    return [model.solve(row) for row in c]
+
+
+__all__ = ["LPResult", "HighsLP", "CvxpyLP", "build_lp", "solve_batch", "solve_lp"]

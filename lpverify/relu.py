@@ -115,6 +115,17 @@ def triangle_face(lower: np.ndarray, upper: np.ndarray) -> tuple[np.ndarray, np.
     return d, -d * lower
 
 
+def split_face(lower: np.ndarray, upper: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The upper face of crossing units with ẑ split as ``z + w`` (w = ẑ − z): ``a z − d w ≤ −d ℓ``.
+
+    ``z ≤ d (z + w − ℓ)`` rearranged, with ``a = 1 − d = −ℓ/(u − ℓ)`` computed
+    without the cancellation of ``1 − d``. Returns (a, d, −d ℓ). The other
+    faces of the triangle, z ≥ 0 and z ≥ ẑ, become the bounds z ≥ 0 and w ≤ 0.
+    """
+    d, offset = triangle_face(lower, upper)
+    return -lower / (upper - lower), d, offset
+
+
 def big_m_rows(lower: np.ndarray, upper: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The §6 rows ``z ≤ u·a`` and ``z ≤ ẑ − ℓ(1 − a)`` of crossing units, as their coefficients (u, ℓ)."""
     return upper, lower
@@ -129,6 +140,7 @@ __all__ = [
     "local_minimum",
     "relu_slope",
     "sound_slope",
+    "split_face",
     "triangle_face",
     "unit_states",
 ]

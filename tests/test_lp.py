@@ -11,7 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import lpverify as lv
-from conftest import random_mlp
+from conftest import random_convnet, random_mlp
+from lpverify.relu import split_face
 from strategies import any_case, lp_ball_cases, sampled_pre_activations
 
 
@@ -167,3 +168,70 @@ def test_lp_over_an_lp_ball_lies_between_the_dual_and_the_sampled_values(case):
         assert case.ball.contains(z, tol=1e-6).all()
     with pytest.raises(TypeError, match="cvxpy"):
         lv.HighsLP(case.net, case.ball, bounds)
+
+
+def crossing_case(kind: str, seed: int) -> tuple[lv.Network, lv.LinfBall, lv.Bounds]:
+    """A random dense or conv net and a ball wide enough that most hidden units cross zero."""
+    gen = torch.Generator().manual_seed(seed)
+    if kind == "dense":
+        net = lv.Network.from_torch(random_mlp([6, 32, 32, 24, 5], seed=seed).double())
+        ball = lv.LinfBall(torch.rand(1, 6, generator=gen, dtype=torch.float64), 1.0)
+    else:
+        model, shape = random_convnet(1, 10, seed)
+        net = lv.Network.from_torch(model.double(), input_shape=shape)
+        ball = lv.LinfBall(torch.rand(1, *shape, generator=gen, dtype=torch.float64), 0.5)
+    with torch.no_grad():
+        bounds = lv.dual_bounds(net, ball)
+    return net, ball, bounds
+
+
+@pytest.mark.parametrize("kind", ["dense", "conv"])
+@pytest.mark.parametrize("seed", range(3))
+def test_direct_model_equals_cvxpy_with_many_crossing_units(kind, seed):
+    """Both HiGHS algorithms on the split model reach CVXPY's optimum; the safe bound sits just below it."""
+    net, ball, bounds = crossing_case(kind, seed)
+    hidden = sum(math.prod(s) for s in net.hidden_shapes)
+    assert int(bounds.n_crossing().sum()) >= 0.6 * hidden
+    objectives = np.random.default_rng(seed).normal(size=(3, net.n_outputs))
+    readable = lv.CvxpyLP(net, ball, bounds)
+    expected = [readable.solve(c).value for c in objectives]
+    for solver in lv.lp.SOLVERS:
+        model = lv.HighsLP(net, ball, bounds, solver=solver)
+        for c, value in zip(objectives, expected):
+            r = model.solve(c)
+            assert r.optimal and model.solver == solver
+            assert r.value == pytest.approx(value, rel=1e-6, abs=1e-7)
+            assert r.bound <= value + 1e-9 * max(1.0, abs(value))
+            assert value - r.bound <= 1e-6 * max(1.0, abs(value))
+            # The bound is the safe bound of the reported multipliers, not the solver's value.
+            nus = [torch.as_tensor(d).view(1, 1, *s) for d, s in zip(r.duals, net.hidden_shapes)]
+            with torch.no_grad():
+                again = lv.objective_from_multipliers(net, ball, torch.as_tensor(c).view(1, 1, -1), bounds, nus)
+            assert r.bound == pytest.approx(float(again), rel=1e-12, abs=1e-12)
+
+
+def test_split_face_passes_through_the_triangles_outer_vertices():
+    """With ẑ = z + w, the face a z − d w ≤ −dℓ holds with equality at (ℓ, 0) and (u, u) and strictly at (0, 0)."""
+    lower, upper = np.array([-2.0, -0.5, -1e-3, -7.0]), np.array([1.0, 3.0, 5.0, 1e-4])
+    a, d, offset = split_face(lower, upper)
+    np.testing.assert_allclose(a * 0.0 - d * lower, offset, rtol=1e-15)  # (ẑ, z) = (ℓ, 0): z = 0, w = ℓ
+    np.testing.assert_allclose(a * upper - d * 0.0, offset, rtol=1e-15)  # (u, u): z = u, w = 0
+    assert (offset > 0).all()
+    np.testing.assert_allclose(a + d, 1.0, rtol=1e-15)
+
+
+def test_solve_batch_in_worker_processes_equals_one_model_per_example():
+    net = lv.Network.from_torch(random_mlp([4, 16, 16, 3], seed=3).double())
+    gen = torch.Generator().manual_seed(3)
+    ball = lv.LinfBall(torch.rand(3, 4, generator=gen, dtype=torch.float64), 0.5)
+    with torch.no_grad():
+        bounds = lv.dual_bounds(net, ball)
+    c = torch.randn(3, 2, 3, generator=gen, dtype=torch.float64)
+    batched = lv.solve_batch(net, ball, c, bounds, workers=2)
+    assert [len(r) for r in batched] == [2, 2, 2]
+    for b in range(3):
+        for got, want in zip(batched[b], lv.solve_lp(net, ball.select(b), c[b], bounds.select(b))):
+            assert got.optimal and got.value == pytest.approx(want.value, rel=1e-9, abs=1e-9)
+            assert got.bound == pytest.approx(want.bound, rel=1e-9, abs=1e-9)
+    with pytest.raises(ValueError, match="shape"):
+        lv.solve_batch(net, ball, c[0], bounds)
