@@ -60,10 +60,6 @@ class Columns:
     index: Tensor | None
     size: int
 
-    @property
-    def k(self) -> int:
-        return self.values.shape[0 if self.index is not None else 1]
-
     def to_dense(self) -> Tensor:
         """The columns as a dense (B, K, size) tensor."""
         if self.index is None:
