@@ -7,9 +7,12 @@ crossing units split, simplex or interior point by size) for ``targets``
 margins, the CVXPY model (:class:`lpverify.CvxpyLP`, every unit a variable)
 for the first ``cvxpy_targets`` of them, each of its solves cut at
 ``cvxpy_time_limit`` seconds. A time is per LP: the image's build time plus
-its solves, divided by its LPs. The optima must agree (``max_rel_diff``).
-On the robust MNIST model ~150 units cross; on the random-init and normally
-trained ones ~4,000.
+its solves, divided by its LPs; ``max_rel_diff`` is the largest relative
+difference between the two models' optima.
+On the robust MNIST model ~160 units cross and a direct LP takes ~20 ms, a
+CVXPY one ~1.5 s; on the random-init and normally trained ones ~4,000 cross,
+a direct LP takes 6-9 s (interior point) and a CVXPY one ~280 s, so each
+image costs ~6 min per such model.
 
 ``lp_speed_rows`` is the measurement, ``lp_speed_lines`` its markdown table
 for ``benchmarks/speed.py``; run alone it prints the table:
@@ -101,8 +104,8 @@ def lp_speed_lines(data: Path, weights: Path, n_images: int, threads: int, **opt
     models = figure11_models(weights, data, seed=0, train_standard=False)
     rows = lp_speed_rows(models, x_test[:n_images], threads, **options)
     lines = [
-        f"Margin LPs at ε = {EPS} on the first {n_images} MNIST test images per model, {threads} threads. "
-        "Seconds per LP include the model's build; ≥: some CVXPY solves were cut at the time limit.",
+        (f"Margin LPs at ε = {EPS} on the first {n_images} MNIST test images per model, {threads} threads. "
+         "Seconds per LP include the model's build; ≥: some CVXPY solves were cut at the time limit."),
         "",
         "| model | crossing units | direct model: solver | direct s/LP (LPs) | CVXPY s/LP (LPs) | speedup | max rel. diff |",
         "|---|---:|---|---:|---:|---:|---:|",

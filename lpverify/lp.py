@@ -433,24 +433,30 @@ def solve_batch(
     ``c`` has shape (B, m, n_out). Each example gets one model, re-solved for
     its m objectives (warm starts). HiGHS solves an LP on one core, so
     ``workers`` > 1 solves that many examples at once, each in a spawned
-    process with one torch thread. Returns B lists of m results, in order.
+    process with one torch thread; with fewer examples than workers, each
+    example's objectives are split into parts solved on separate models.
+    Returns B lists of m results, in order.
     """
     c = np.asarray(c.detach().cpu().double() if isinstance(c, Tensor) else c, dtype=np.float64)
     if c.ndim != 3 or c.shape[0] != ball.batch_size:
         raise ValueError(f"objectives must have shape (batch, m, n_out) with batch {ball.batch_size}, got {c.shape}")
-    jobs = [(net, ball.select(b), bounds.select(b), c[b], backend) for b in range(ball.batch_size)]
+    batch = ball.batch_size
+    parts = max(1, min(c.shape[1], workers // batch))
+    jobs = [(net, ball.select(b), bounds.select(b), part, backend) for b in range(batch) for part in np.array_split(c[b], parts)]
     if workers <= 1 or len(jobs) <= 1:
-        return [_solve_example(*job) for job in jobs]
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
+        results = [_solve_example(*job) for job in jobs]
+    else:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
 
-    spawn = multiprocessing.get_context("spawn")  # a forked torch can hang in its thread pool
-    with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=spawn, initializer=torch.set_num_threads, initargs=(1,)) as pool:
-        return list(pool.map(_solve_example, *zip(*jobs)))
+        spawn = multiprocessing.get_context("spawn")  # a forked torch can hang in its thread pool
+        with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=spawn, initializer=torch.set_num_threads, initargs=(1,)) as pool:
+            results = list(pool.map(_solve_example, *zip(*jobs)))
+    return [[r for part in results[b * parts : (b + 1) * parts] for r in part] for b in range(batch)]
 
 
 def _solve_example(net: Network, ball: Ball, bounds: Bounds, c: np.ndarray, backend: str | None) -> list[LPResult]:
-    """The LPs of one example's objectives (rows of c) on one model."""
+    """The LPs of objectives c (m, n_out) of one example, on one model."""
     model = build_lp(net, ball, bounds, backend)
     return [model.solve(row) for row in c]
 

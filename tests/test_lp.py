@@ -221,15 +221,16 @@ def test_split_face_passes_through_the_triangles_outer_vertices():
 
 
 def test_solve_batch_in_worker_processes_equals_one_model_per_example():
+    """Two examples on four workers: each example's three objectives are split in two parts, results kept in order."""
     net = lv.Network.from_torch(random_mlp([4, 16, 16, 3], seed=3).double())
     gen = torch.Generator().manual_seed(3)
-    ball = lv.LinfBall(torch.rand(3, 4, generator=gen, dtype=torch.float64), 0.5)
+    ball = lv.LinfBall(torch.rand(2, 4, generator=gen, dtype=torch.float64), 0.5)
     with torch.no_grad():
         bounds = lv.dual_bounds(net, ball)
-    c = torch.randn(3, 2, 3, generator=gen, dtype=torch.float64)
-    batched = lv.solve_batch(net, ball, c, bounds, workers=2)
-    assert [len(r) for r in batched] == [2, 2, 2]
-    for b in range(3):
+    c = torch.randn(2, 3, 3, generator=gen, dtype=torch.float64)
+    batched = lv.solve_batch(net, ball, c, bounds, workers=4)
+    assert [len(r) for r in batched] == [3, 3]
+    for b in range(2):
         for got, want in zip(batched[b], lv.solve_lp(net, ball.select(b), c[b], bounds.select(b))):
             assert got.optimal and got.value == pytest.approx(want.value, rel=1e-9, abs=1e-9)
             assert got.bound == pytest.approx(want.bound, rel=1e-9, abs=1e-9)
