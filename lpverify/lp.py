@@ -457,8 +457,7 @@ def solve_batch(
 
 def _solve_example(net: Network, ball: Ball, bounds: Bounds, c: np.ndarray, backend: str | None) -> list[LPResult]:
     """The LPs of objectives c (m, n_out) of one example, on one model."""
-    model = build_lp(net, ball, bounds, backend)
-    return [model.solve(row) for row in c]
+    return solve_lp(net, ball, c, bounds, backend)
 
 
 __all__ = ["LPResult", "HighsLP", "CvxpyLP", "build_lp", "solve_batch", "solve_lp"]
