@@ -24,7 +24,15 @@ from . import data, zoo
 from .bounds import Bounds, interval_bounds, interval_objective
 from .attacks import attack_error, fgsm, pgd, predict
 from .certify import CertifiedRadius, certified_radius, certify, detect, margin_bounds, max_certified_eps, robust_loss
-from .dual import dual_bounds, dual_bounds_and_objective, dual_objective, objective_from_multipliers, optimize_alpha
+from .dual import (
+    ForwardObjective,
+    dual_bounds,
+    dual_bounds_and_objective,
+    dual_objective,
+    forward_objective,
+    objective_from_multipliers,
+    optimize_alpha,
+)
 from .relu import relu_slope
 from .lp import CvxpyLP, HighsLP, LPResult, build_lp, solve_batch, solve_lp
 from .lpall import lp_bounds
@@ -52,6 +60,8 @@ __all__ = [
     "detect",
     "dual_bounds",
     "dual_bounds_and_objective",
+    "forward_objective",
+    "ForwardObjective",
     "dual_objective",
     "fgsm",
     "HighsLP",

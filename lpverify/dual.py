@@ -16,6 +16,7 @@ on the device/dtype of the input set's tensors.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import torch
@@ -254,13 +255,39 @@ def dual_bounds_and_objective(net: Network, ball: Ball, c: Tensor, *, rigorous: 
         the bounds of :func:`dual_bounds` and J, shape (B, m), nan where a
         bound is not finite.
     """
+    result = forward_objective(net, ball, c, rigorous=rigorous)
+    return result.bounds, result.J
+
+
+@dataclass(frozen=True)
+class ForwardObjective:
+    """What :func:`forward_objective` returns.
+
+    ``J`` (B, m) is the sound lower bound; ``allowance`` (B, m) is what
+    rounding may have cost it: ``J + allowance`` is the value as computed
+    (zero when not rigorous). A margin whose computed value is clearly
+    negative cannot be certified by more precise arithmetic over the same
+    bounds, so certification skips retrying it.
+    """
+
+    bounds: Bounds
+    J: Tensor
+    allowance: Tensor
+
+
+def forward_objective(net: Network, ball: Ball, c: Tensor, *, rigorous: bool = True) -> ForwardObjective:
+    """:func:`dual_bounds_and_objective`, with the rounding allowance of J beside it."""
     ball = prepare(net, ball)
     _check_objective(net, ball, c)
-    return _algorithm1(net, ball, rigorous, c.to(ball.center))
+    bounds, J, allowance = _algorithm1(net, ball, rigorous, c.to(ball.center))
+    return ForwardObjective(bounds, J, allowance)
 
 
-def _algorithm1(net: Network, ball: Ball, rigorous: bool, c: Tensor | None = None) -> tuple[Bounds, Tensor | None]:
-    """Algorithm 1 (see :func:`dual_bounds`), with the objectives c as an optional last layer."""
+def _algorithm1(
+    net: Network, ball: Ball, rigorous: bool, c: Tensor | None = None
+) -> tuple[Bounds, Tensor | None, Tensor | None]:
+    """Algorithm 1 (see :func:`dual_bounds`), with the objectives c as an optional last layer:
+    the bounds, J(c) and J's rounding allowance (None without c)."""
     first = net.blocks[0]
     cols_in = input_columns(net, ball.rad.flatten(1))  # groups of columns
     offset = first(ball.mid)
@@ -296,16 +323,19 @@ def _algorithm1(net: Network, ball: Ball, rigorous: bool, c: Tensor | None = Non
         upper.append(up)
     bounds = Bounds(tuple(lower), tuple(upper))
     if c is None:
-        return bounds, None
+        return bounds, None, None
 
     # c as a last linear layer: combine every column, then eq. 10's lower bound.
     offset_c = (c @ offset.flatten(1).unsqueeze(2)).squeeze(2)
     relu_c = [(coef, combine(cols, c)) for coef, cols in relu_cols]
     J, _ = _bounds_from_columns(offset_c, group_norm([combine(cols, c) for cols in cols_in], ball.q), relu_c)
+    allowance = torch.zeros_like(J)
     if rigorous:
         magnitude_c = (c.abs() @ magnitude.flatten(1).unsqueeze(2)).squeeze(2)
-        J = lower_bound(J, error_bound(magnitude_c, depth + c.shape[2] + 4))
-    return bounds, torch.where(bounds.finite().unsqueeze(1) & torch.isfinite(J), J, torch.full_like(J, float("nan")))
+        allowance = error_bound(magnitude_c, depth + c.shape[2] + 4)
+        J = lower_bound(J, allowance)
+    J = torch.where(bounds.finite().unsqueeze(1) & torch.isfinite(J), J, torch.full_like(J, float("nan")))
+    return bounds, J, allowance
 
 
 def _crossing_units(lower: Tensor, upper: Tensor, slope: Tensor) -> tuple[Tensor, Tensor, Tensor] | None:

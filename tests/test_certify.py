@@ -71,6 +71,23 @@ def test_automatic_batch_size_never_changes_a_certificate():
         lv.certify(net, x, y, eps, batch_size=0)
 
 
+def test_chunks_follow_the_first_layer_crossing_counts():
+    """Chunks are formed from examples with similar crossing counts: the order is a permutation
+    along which the first layer's crossing counts (from Algorithm 1's own bounds) never decrease."""
+    from lpverify.certify import _crossing_order
+
+    model, shape = random_convnet(1, 9, seed=5, n_out=3)
+    net = lv.Network.from_torch(model, input_shape=shape)
+    x = torch.rand(30, *shape, generator=torch.Generator().manual_seed(1))
+    eps = torch.linspace(0.0, 0.3, 30, dtype=torch.float64).flip(0)
+    order = _crossing_order(net, x, eps, 0.0, 1.0, batch_size=4)
+    assert sorted(order.tolist()) == list(range(30))
+    bounds = lv.dual_bounds(net, lv.LinfBall(x, eps, 0.0, 1.0))
+    counts = ((bounds.lower[0] < 0) & (bounds.upper[0] > 0)).flatten(1).sum(1)
+    assert counts.min() < counts.max()  # the order has something to sort
+    assert (counts[order].diff() >= 0).all()
+
+
 @pytest.fixture(scope="module")
 def mnist_first_1000():
     from lpverify.data import load_mnist

@@ -207,3 +207,28 @@ def test_optimized_alpha_improves_a_loose_bound_and_leaves_parameters_alone():
     assert torch.equal(lv.optimize_alpha(net, ball, c, bounds, steps=0), J)
     with pytest.raises(ValueError, match="steps"):
         lv.optimize_alpha(net, ball, c, bounds, steps=-1)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_forward_objective_allowance_is_what_rounding_took(dtype):
+    """J + allowance is J as computed: in float32 it is the plain walk over the same (rigorous)
+    bounds to within float32 rounding, J lies below it by exactly the allowance (≥ 0), and the
+    plain evaluation has no allowance."""
+    model, shape = random_convnet(2, 10, seed=4, n_out=5)
+    net = lv.Network.from_torch(model.to(dtype), input_shape=shape)
+    gen = torch.Generator().manual_seed(2)
+    x = torch.rand(6, *shape, generator=gen, dtype=dtype)
+    ball = lv.LinfBall(x, 0.05, 0.0, 1.0)
+    c = torch.randn(6, 4, 5, generator=gen, dtype=dtype)
+    with torch.no_grad():
+        rig = lv.forward_objective(net, ball, c)
+        walk = lv.dual_objective(net, ball.to(torch.float64), c.double(), rig.bounds.to(torch.float64), rigorous=False)
+        plain = lv.forward_objective(net, ball, c, rigorous=False)
+    computed = (rig.J + rig.allowance).double()
+    scale = walk.abs().amax()
+    assert (rig.allowance > 0).all() and (rig.J <= computed).all()
+    tol = 1e-4 if dtype == torch.float32 else 1e-12
+    assert (computed - walk).abs().max() <= tol * scale
+    assert (plain.allowance == 0).all()
+    if dtype == torch.float32:  # the allowance is what the float64 walk wins back
+        assert rig.allowance.max() > 10 * (computed - walk).abs().max()
