@@ -32,6 +32,7 @@ import lpverify as lv
 from lpverify.plots import save_figure
 from lpverify.data import data_dir, load_dataset
 from lpverify.io import atomic_write_text, write_csv
+from lpverify.schedule import Loss
 from lpverify.train import TrainConfig, fit_paper_model
 from lpverify.zoo import INPUT_SHAPES, load_paper_model
 
@@ -87,7 +88,7 @@ def measure(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float
 
 def standard_model(problem: str, root: Path, epochs: int, seed: int) -> torch.nn.Module:
     """A normally trained model of the paper's architecture (cached: a rerun resumes or reuses it)."""
-    config = TrainConfig(epochs=epochs, robust=False, seed=seed, test_robust_examples=0)
+    config = TrainConfig(epochs=epochs, loss=Loss.STANDARD, lr_steps=(), seed=seed, test_robust_examples=0)
     model, _ = fit_paper_model(problem, config, MODELS / f"standard_{problem}", root=root, progress=False)
     return model
 

@@ -48,6 +48,7 @@ import lpverify as lv
 from lpverify.data import load_mnist, toy_2d
 from lpverify.io import write_csv
 from lpverify.plots import save_figure
+from lpverify.schedule import Loss
 from lpverify.train import TrainConfig, fit_paper_model, train_full_batch
 from lpverify.zoo import load_paper_model, paper_model
 
@@ -248,7 +249,7 @@ def figure11_models(weights: Path, data: Path, seed: int, train_standard: bool) 
     models = {"robust (paper's weights)": load_paper_model("mnist", weights), "random init": paper_model("mnist").eval()}
     if train_standard or (STANDARD_RUN / "checkpoint.pt").is_file():
         models["standard training"], _ = fit_paper_model(
-            "mnist", TrainConfig(epochs=3, robust=False, test_robust_examples=0), STANDARD_RUN, root=data, progress=False)
+            "mnist", TrainConfig(epochs=3, loss=Loss.STANDARD, lr_steps=(), test_robust_examples=0), STANDARD_RUN, root=data, progress=False)
     else:
         print(f"Figure 11: no normally trained model cached in {STANDARD_RUN}; --full (or benchmarks/table1.py) trains it")
     return models

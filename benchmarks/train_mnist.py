@@ -26,6 +26,7 @@ import lpverify as lv
 from lpverify.plots import save_figure
 from lpverify.data import load_dataset
 from lpverify.io import atomic_write_text, write_csv
+from lpverify.schedule import Loss
 from lpverify.train import TrainConfig, fit_paper_model
 from lpverify.zoo import load_paper_model
 
@@ -85,15 +86,15 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(2)
     suffix = "" if args.train_examples is None else f"_{args.train_examples}"
 
-    robust_cfg = TrainConfig(epochs=args.epochs, robust=True, eps=0.1, eps_start=0.05, warmup_epochs=50,
-                             test_robust_examples=1000)
+    robust_cfg = TrainConfig(epochs=args.epochs, loss=Loss.EXACT, eps=0.1, eps_start=0.05, warmup_epochs=0, ramp_epochs=50,
+                             kappa_start=0.0, kappa_end=0.0, lr_steps=(), test_robust_examples=1000)
     robust, history = fit_paper_model("mnist", robust_cfg, args.runs / f"robust_mnist{suffix}", root=args.data,
                                       progress=not args.no_progress, train_examples=args.train_examples)
     log = [h.__dict__ for h in history]
     write_csv(args.results / "train_mnist_log.csv", log, list(log[0]))
     plot_curves(log, args.figures / "train_mnist_curves.png")
 
-    standard_cfg = TrainConfig(epochs=3, robust=False, test_robust_examples=0)
+    standard_cfg = TrainConfig(epochs=3, loss=Loss.STANDARD, lr_steps=(), test_robust_examples=0)
     standard, _ = fit_paper_model("mnist", standard_cfg, args.runs / f"standard_mnist{suffix}", root=args.data,
                                   progress=False, train_examples=args.train_examples)
     x, _ = load_dataset("mnist", "test", args.data)

@@ -128,10 +128,12 @@ def test_console_script_is_installed_and_its_json_stdout_parses(tmp_path):
 def test_train_writes_a_checkpoint_and_reports_its_log(capsys, tmp_path):
     data = str(shared_path("data"))
     out = tmp_path / "run"
-    rows = json.loads(run(capsys, "train", "--dataset", "mnist", "--data", data, "--epochs", "1", "--train-examples", "100",
-                          "--test-robust-examples", "5", "--out", str(out), "--format", "json"))
+    options = ["--dataset", "mnist", "--data", data, "--epochs", "1", "--warmup-epochs", "0", "--ramp-epochs", "0.5",
+               "--train-examples", "100", "--test-robust-examples", "5", "--final-examples", "10", "--out", str(out)]
+    rows = json.loads(run(capsys, "train", *options, "--format", "json"))
     assert len(rows) == 1 and rows[0]["epoch"] == 1 and 0 <= rows[0]["train_robust_err"] <= 1
     assert (out / "checkpoint.pt").exists() and (out / "log.csv").exists()
-    again = json.loads(run(capsys, "train", "--dataset", "mnist", "--data", data, "--epochs", "1", "--train-examples", "100",
-                           "--test-robust-examples", "5", "--out", str(out), "--format", "json"))
+    record = json.loads((out / "result.json").read_text())
+    assert record["method"] == "crown-ibp" and record["examples"] == 10 and (out / "model.onnx").exists()
+    again = json.loads(run(capsys, "train", *options, "--format", "json"))
     assert again == rows  # resumed from the checkpoint: nothing retrained

@@ -1,16 +1,22 @@
-"""Training: schedule, log, atomic checkpoints, resume and determinism."""
+"""Training: schedules, log, atomic checkpoints, bit-exact resume, the final report and its ONNX export."""
 
 from __future__ import annotations
 
 import csv
+import json
 
+import numpy as np
 import pytest
 import torch
 
 import lpverify as lv
 from lpverify.data import toy_2d
-from lpverify.train import TrainConfig, epsilon_at, load_checkpoint, train
-from conftest import shared_path
+from lpverify.schedule import Loss, schedule_at
+from lpverify.train import RECORD_KEYS, TrainConfig, epsilon_at, export_onnx, final_report, load_checkpoint, train
+from conftest import random_convnet, shared_path
+
+# The paper's robust loss on toys (the trainer's default is CROWN-IBP with a warm-up).
+EXACT = dict(loss=Loss.EXACT, warmup_epochs=0, ramp_epochs=0, kappa_start=0.0, lr_steps=())
 
 
 def toy_model(seed: int = 0) -> torch.nn.Sequential:
@@ -18,17 +24,36 @@ def toy_model(seed: int = 0) -> torch.nn.Sequential:
 
 
 def test_epsilon_schedule_is_linear_then_flat():
-    config = TrainConfig(eps=0.1, eps_start=0.05, warmup_epochs=10)
+    config = TrainConfig(eps=0.1, eps_start=0.05, warmup_epochs=0, ramp_epochs=10)
     assert epsilon_at(config, 0, 0, 100) == pytest.approx(0.05)
     assert epsilon_at(config, 5, 0, 100) == pytest.approx(0.075)
     assert epsilon_at(config, 4, 50, 100) == pytest.approx(0.05 + 0.45 * 0.05)
     assert epsilon_at(config, 30, 0, 100) == pytest.approx(0.1)
-    assert epsilon_at(TrainConfig(eps=0.2), 0, 0, 10) == 0.2
+    assert epsilon_at(TrainConfig(eps=0.2, warmup_epochs=0, ramp_epochs=0), 0, 0, 10) == 0.2
+
+
+def test_schedule_warms_up_then_ramps_eps_kappa_beta_and_steps_the_learning_rate():
+    config = TrainConfig(eps=0.1, eps_start=0.0, warmup_epochs=2, ramp_epochs=4, kappa_start=1.0, kappa_end=0.5,
+                         beta_start=1.0, beta_end=0.0, lr=1e-3, lr_steps=(7, 9), lr_step_factor=0.1)
+    warm = schedule_at(config, 1.5)
+    assert (warm.eps, warm.kappa, warm.beta, warm.lr) == (0.0, 1.0, 1.0, 1e-3)
+    mid = schedule_at(config, 3.0)  # a quarter of the ramp
+    assert mid.eps == pytest.approx(0.025) and mid.kappa == pytest.approx(0.875) and mid.beta == pytest.approx(0.75)
+    end = schedule_at(config, 6.0)
+    assert (end.eps, end.kappa, end.beta) == (pytest.approx(0.1), 0.5, 0.0)
+    assert schedule_at(config, 7.0).lr == pytest.approx(1e-4) and schedule_at(config, 9.5).lr == pytest.approx(1e-5)
+    assert schedule_at(config, 6.99).lr == 1e-3
+    # the old surprise: eps_start is used without any other option, the default ramp starts from it
+    default = TrainConfig()
+    assert schedule_at(default, 0).eps == default.eps_start < default.eps
+    assert schedule_at(default, default.warmup_epochs + default.ramp_epochs / 2).eps == pytest.approx(default.eps / 2)
+    with pytest.raises(ValueError, match="kappa_end"):
+        TrainConfig(kappa_end=1.5)
 
 
 def test_resumed_training_equals_an_uninterrupted_run(tmp_path):
     data = toy_2d(12, 0.16, seed=0)
-    config = TrainConfig(epochs=3, batch_size=4, robust=True, eps=0.05, lr=1e-2, test_robust_examples=None)
+    config = TrainConfig(epochs=3, batch_size=4, eps=0.05, lr=1e-2, test_robust_examples=None, **EXACT)
     straight = toy_model()
     train(straight, data, data, config, tmp_path / "a", progress=False)
 
@@ -41,11 +66,35 @@ def test_resumed_training_equals_an_uninterrupted_run(tmp_path):
         torch.testing.assert_close(p, q, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("loss", [Loss.PROJECTION, Loss.CROWN_IBP])
+def test_interrupted_mid_epoch_resumes_bit_exactly(tmp_path, loss):
+    """Interruptions inside epochs (projections draw random numbers: their state is in the checkpoint too)."""
+    data = toy_2d(12, 0.16, seed=0)
+    config = TrainConfig(epochs=3, batch_size=4, eps=0.05, lr=1e-2, loss=loss, projections=5, warmup_epochs=0.5,
+                         ramp_epochs=1.5, lr_steps=(2.5,), test_robust_examples=4)
+    straight = toy_model()
+    full = train(straight, data, data, config, tmp_path / "a", progress=False)
+    # 3 batches per epoch: stop inside epoch 1 after 2 batches, then inside epoch 3 after 4 more
+    part = train(toy_model(), data, data, config, tmp_path / "b", progress=False, stop_after=2)
+    assert part == []
+    part = train(toy_model(seed=5), data, data, config, tmp_path / "b", progress=False, stop_after=4)
+    assert [h.epoch for h in part] == [1, 2]
+    resumed = toy_model(seed=99)
+    history = train(resumed, data, data, config, tmp_path / "b", progress=False)
+    for p, q in zip(straight.parameters(), resumed.parameters()):
+        torch.testing.assert_close(p, q, rtol=0, atol=0)
+    assert [h.train_robust_loss for h in history] == [h.train_robust_loss for h in full]
+    assert history[-1].train_seconds > 0 and all(h.seconds > 0 for h in history)
+
+
 def test_changed_settings_refuse_to_resume(tmp_path):
     data = toy_2d(12, 0.16, seed=0)
     train(toy_model(), data, data, TrainConfig(epochs=1, batch_size=6, eps=0.05), tmp_path, progress=False)
     with pytest.raises(ValueError, match="was written with settings"):
         train(toy_model(), data, data, TrainConfig(epochs=2, batch_size=6, eps=0.08), tmp_path, progress=False)
+    with pytest.raises(ValueError, match="was written with settings"):
+        train(toy_model(), data, data, TrainConfig(epochs=2, batch_size=6, eps=0.05, loss=Loss.IBP), tmp_path,
+              progress=False)
 
 
 def test_robust_training_reaches_zero_robust_error_on_a_separable_toy(tmp_path):
@@ -53,7 +102,7 @@ def test_robust_training_reaches_zero_robust_error_on_a_separable_toy(tmp_path):
     y = torch.tensor([0, 0, 1, 1])
     model = toy_model(1)
     history = train(model, (x, y), (x, y), TrainConfig(epochs=150, batch_size=4, eps=0.05, lr=1e-2,
-                                                     test_robust_examples=None), tmp_path, progress=False)
+                                                     test_robust_examples=None, **EXACT), tmp_path, progress=False)
     assert history[-1].test_robust_err == 0.0
     assert lv.certify(model, x, y, 0.05).all()
 
@@ -66,7 +115,8 @@ def test_two_epochs_on_an_mnist_slice_write_a_resumable_checkpoint_and_log(tmp_p
     xt, yt = load_mnist(shared_path("data", "mnist"), "test")
     torch.manual_seed(0)
     model = lv.zoo.conv_small()
-    config = TrainConfig(epochs=2, batch_size=50, eps=0.1, eps_start=0.05, warmup_epochs=50, test_robust_examples=50)
+    config = TrainConfig(epochs=2, batch_size=50, eps=0.1, eps_start=0.05, test_robust_examples=50,
+                         **{**EXACT, "ramp_epochs": 50})
     history = train(model, (x[:100], y[:100]), (xt[:100], yt[:100]), config, tmp_path, progress=False)
     rows = list(csv.DictReader((tmp_path / "log.csv").open()))
     assert [int(r["epoch"]) for r in rows] == [1, 2]
@@ -87,3 +137,56 @@ def test_corrupt_checkpoint_is_reported(tmp_path):
     data = toy_2d(12, 0.16, seed=0)
     with pytest.raises(ValueError, match="cannot be read as a checkpoint"):
         train(toy_model(), data, data, TrainConfig(epochs=1), tmp_path, progress=False)
+
+
+def test_onnx_export_evaluates_like_the_torch_model(tmp_path):
+    model, shape = random_convnet(1, 8, seed=1)
+    path = export_onnx(model, shape, tmp_path / "m.onnx")
+    x = torch.rand(5, *shape, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = model(x).numpy()
+    np.testing.assert_allclose(lv.onnx_import.reference_outputs(path, x.numpy()), expected, rtol=1e-5, atol=1e-5)
+    net = lv.load_onnx(path)  # lpverify reads it back as the same network
+    np.testing.assert_allclose(net(x).detach().numpy(), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_final_report_writes_the_record_and_the_model(tmp_path):
+    data = toy_2d(12, 0.16, seed=0)
+    model = toy_model()
+    config = TrainConfig(epochs=2, batch_size=4, eps=0.02, lr=1e-2, loss=Loss.IBP, warmup_epochs=0.5, ramp_epochs=1,
+                         test_robust_examples=None)
+    history = train(model, data, data, config, tmp_path, progress=False)
+    record = final_report(model, data, config, history, tmp_path, dataset="toy", pgd_steps=10)
+    assert set(RECORD_KEYS) <= set(record)
+    assert json.loads((tmp_path / "result.json").read_text()) == record
+    assert record["method"] == "ibp" and record["epochs"] == 2 and record["threads"] == torch.get_num_threads()
+    assert record["config"]["ramp_epochs"] == 1 and record["train_seconds"] == history[-1].train_seconds > 0
+    x, y = data
+    certified = lv.certify(model, x, y, 0.02)
+    assert record["certified_error"] == pytest.approx(float((~certified).float().mean()))
+    assert record["clean_error"] <= record["pgd_error"] <= record["certified_error"]
+    assert record["certified_error"] == pytest.approx(history[-1].test_robust_err)  # the per-epoch rigorous figure agrees
+    net = lv.load_onnx(tmp_path / "model.onnx")
+    torch.testing.assert_close(net(x), model(x).detach(), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.shared
+def test_train_fast_smoke_run_writes_its_record_and_recipes_table(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "train_fast.py"
+    spec = importlib.util.spec_from_file_location("benchmarks_train_fast", path)
+    train_fast = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(train_fast)
+    data = str(shared_path("data"))
+    assert train_fast.main(["--data", data, "--runs", str(tmp_path), "--epochs", "1", "--warmup-epochs", "0",
+                            "--ramp-epochs", "1", "--train-examples", "100", "--final-examples", "20",
+                            "--test-robust-examples", "5", "--threads", "1", "--no-progress"]) == 0
+    record = json.loads((tmp_path / "mnist_crown-ibp_smoke" / "result.json").read_text())
+    assert set(RECORD_KEYS) <= set(record) and record["recipe"] == "crown-ibp" and record["examples"] == 20
+    assert record["config"]["ramp_epochs"] == 1.0 and record["config"]["lr_steps"] == [11.0, 13.0]
+    (tmp_path / "mnist_exact").mkdir()
+    (tmp_path / "mnist_exact" / "result.json").write_text(json.dumps({**record, "epochs": 2, "train_seconds": 600}))
+    table = train_fast.recipes_table(tmp_path)
+    assert "| mnist | mnist_exact | 2 | 10.0 | 5.00 |" in table and "_smoke" not in table and "5.82%" in table
