@@ -265,7 +265,8 @@ class ForwardObjective:
 
     ``J`` (B, m) is the sound lower bound; ``allowance`` (B, m) is what
     rounding may have cost it: ``J + allowance`` is the value as computed
-    (zero when not rigorous). A margin whose computed value is clearly
+    (zero allowance when not rigorous), within ``allowance`` of the exact
+    value over the same bounds. A margin with ``J + 2·allowance`` clearly
     negative cannot be certified by more precise arithmetic over the same
     bounds, so certification skips retrying it.
     """

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+
 import pytest
 import torch
 from hypothesis import given
@@ -69,6 +71,34 @@ def test_automatic_batch_size_never_changes_a_certificate():
     assert lv.certify(net, x, y, eps, batch_size=7).tolist() == default.tolist()
     with pytest.raises(ValueError, match="batch_size"):
         lv.certify(net, x, y, eps, batch_size=0)
+
+
+def test_chunks_on_threads_give_the_serial_answer(monkeypatch):
+    """Chunks spread over two threads: the same verdicts as one after another, in the caller's
+    order, and torch's thread count is restored afterwards."""
+    certify_module = importlib.import_module("lpverify.certify")  # lv.certify is the function
+
+    model, shape = random_convnet(1, 9, seed=11, n_out=3)
+    net = lv.Network.from_torch(model, input_shape=shape)
+    x = torch.rand(40, *shape, generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        y = net(x).argmax(1)
+    eps = torch.linspace(0.0, 0.25, 40)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        calls = []
+        real = certify_module.map_chunks
+        monkeypatch.setattr(certify_module, "map_chunks", lambda fn, chunks, w: calls.append(w) or real(fn, chunks, w))
+        threaded = lv.certify(net, x, y, eps, batch_size=3)
+        assert calls[0] == 2 and torch.get_num_threads() == 2
+        monkeypatch.setattr(certify_module, "chunk_workers", lambda x: 1)
+        serial = lv.certify(net, x, y, eps, batch_size=3)
+    finally:
+        torch.set_num_threads(threads)
+    assert 0 < int(serial.sum()) < 40
+    assert threaded.tolist() == serial.tolist()
+    assert certify_module.map_chunks(lambda c: c * c, list(range(9)), 3) == [c * c for c in range(9)]
 
 
 def test_chunks_follow_the_first_layer_crossing_counts():
