@@ -14,8 +14,13 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
+# The demo writes to the untracked DEMO_DIR, never to the committed results/ and figures/.
+DEMO_DIR   ?= out/demo
+DEMO_FLAGS ?= --figure11-images 1
+
 demo: $(STAMP)
-	$(PY) benchmarks/tightness.py --figure11-images 1 --results build/demo --figures build/demo
+	$(PY) benchmarks/tightness.py $(DEMO_FLAGS) --results $(DEMO_DIR) --figures $(DEMO_DIR)
+	@echo "demo tables and figures are in $(DEMO_DIR)/ (untracked; benchmarks refresh the committed ones only with --write-results)"
 
 test: $(STAMP)
 	$(PY) -m pytest -q
@@ -24,4 +29,4 @@ speed: $(STAMP)
 	$(PY) benchmarks/speed.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis
+	rm -rf $(VENV) build out *.egg-info .pytest_cache .hypothesis

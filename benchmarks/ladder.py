@@ -166,8 +166,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=SHARED / "data")
     parser.add_argument("--weights", type=Path, default=SHARED / "models" / "wong_kolter_2018" / "mnist.pth")
     parser.add_argument("--vnncomp", type=Path, default=SHARED / "data" / "vnncomp")
-    parser.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument("--write-results", action="store_true", help="refresh the committed results (benchmarks/results/, figures/); without it a run writes to out/ladder/")
+    parser.add_argument("--results", type=Path, default=None, help="folder for the CSV and markdown files (overrides the above)")
     args = parser.parse_args(argv)
+    args.results = args.results or (ROOT / "benchmarks" / "results" if args.write_results else ROOT / "out" / "ladder")
+    print(f"writing results to {args.results}" + (f" and figures to {args.figures}" if hasattr(args, "figures") else ""), flush=True)
     torch.set_num_threads(2)
 
     rows, problems = [], []

@@ -65,9 +65,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--grid", type=int, default=200, help="grid points per input dimension")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--toy-steps", type=int, default=3000, help="robust training steps of the 2D toy network")
-    parser.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results")
-    parser.add_argument("--figures", type=Path, default=ROOT / "figures")
+    parser.add_argument("--write-results", action="store_true", help="refresh the committed results (benchmarks/results/, figures/); without it a run writes to out/polytope/")
+    parser.add_argument("--results", type=Path, default=None, help="folder for the CSV and markdown files (overrides the above)")
+    parser.add_argument("--figures", type=Path, default=None, help="folder for the figures (default: beside the results)")
     args = parser.parse_args(argv)
+    args.results = args.results or (ROOT / "benchmarks" / "results" if args.write_results else ROOT / "out" / "polytope")
+    args.figures = args.figures or (ROOT / "figures" if args.write_results else args.results)
+    print(f"writing results to {args.results}" + (f" and figures to {args.figures}" if hasattr(args, "figures") else ""), flush=True)
     import matplotlib.pyplot as plt
 
     start = time.perf_counter()

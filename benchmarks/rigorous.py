@@ -67,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--skip-float64", action="store_true", help="skip the all-float64 reference")
-    parser.add_argument("--write", action="store_true", help="write benchmarks/results/rigorous.md")
+    parser.add_argument("--write-results", "--write", dest="write", action="store_true",
+                        help="refresh the committed benchmarks/results/rigorous.md (--write is the older name)")
     args = parser.parse_args(argv)
     if args.n < 1 or args.repeats < 1:
         parser.error("--n and --repeats must be >= 1")

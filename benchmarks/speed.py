@@ -227,7 +227,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=SHARED / "data", help="folder holding mnist/ and fashion_mnist/")
     parser.add_argument("--weights", type=Path, default=SHARED / "models" / "wong_kolter_2018",
                         help="folder holding the paper's <dataset>.pth")
-    parser.add_argument("--write", action="store_true", help="write benchmarks/results/speed.md")
+    parser.add_argument("--write-results", "--write", dest="write", action="store_true",
+                        help="refresh the committed benchmarks/results/speed.md (--write is the older name)")
     parser.add_argument("--out", type=Path, default=None, help="write the table to this file instead")
     parser.add_argument("--worker", choices=["lpverify", "reference"], help=argparse.SUPPRESS)
     parser.add_argument("--dataset", help=argparse.SUPPRESS)

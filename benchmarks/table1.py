@@ -93,7 +93,7 @@ def standard_model(problem: str, root: Path, epochs: int, seed: int) -> torch.nn
     return model
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=None, help="data directory (default: $LPVERIFY_DATA, ../shared/data, ./data)")
     parser.add_argument("--weights", type=Path, default=SHARED / "models" / "wong_kolter_2018")
@@ -103,9 +103,13 @@ def main() -> int:
     parser.add_argument("--standard-epochs", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--problems", nargs="+", default=["mnist", "fashion_mnist", "har", "svhn"])
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
-    parser.add_argument("--figure", type=Path, default=ROOT / "figures" / "table1.png")
-    args = parser.parse_args()
+    parser.add_argument("--write-results", action="store_true", help="refresh the committed results (benchmarks/results/, figures/); without it a run writes to out/table1/")
+    parser.add_argument("--out", type=Path, default=None, help="folder for the table (overrides the above)")
+    parser.add_argument("--figure", type=Path, default=None, help="the figure file (default: beside the table)")
+    args = parser.parse_args(argv)
+    args.out = args.out or (ROOT / "benchmarks" / "results" if args.write_results else ROOT / "out" / "table1")
+    args.figure = args.figure or (ROOT / "figures" / "table1.png" if args.write_results else args.out / "table1.png")
+    print(f"writing results to {args.out} and the figure to {args.figure}", flush=True)
     root = default_root(args.data)
     torch.set_num_threads(2)
 

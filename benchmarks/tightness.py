@@ -400,11 +400,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--figure11-images", type=int, help="test images per model in Figure 11, 9 LPs each (default 12; 100 with --full)")
     parser.add_argument("--workers", type=int, default=2, help="processes solving Figure 11's LPs, one image each at a time")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random networks and inputs")
-    parser.add_argument("--results", type=Path, default=RESULTS, help="folder for the CSV files")
-    parser.add_argument("--figures", type=Path, default=FIGURES, help="folder for the PNG files")
+    parser.add_argument("--write-results", action="store_true", help="refresh the committed results (benchmarks/results/, figures/); without it a run writes to out/tightness/")
+    parser.add_argument("--results", type=Path, default=None, help="folder for the CSV and markdown files (overrides the above)")
+    parser.add_argument("--figures", type=Path, default=None, help="folder for the figures (default: beside the results)")
     parser.add_argument("--data", type=Path, default=SHARED / "data", help="data directory holding mnist/ (Figure 11)")
     parser.add_argument("--weights", type=Path, default=SHARED / "models" / "wong_kolter_2018" / "mnist.pth")
     args = parser.parse_args(argv)
+    args.results = args.results or (RESULTS if args.write_results else ROOT / "out" / "tightness")
+    args.figures = args.figures or (FIGURES if args.write_results else args.results)
+    print(f"writing results to {args.results}" + (f" and figures to {args.figures}" if hasattr(args, "figures") else ""), flush=True)
     if args.figure11_images is None:
         args.figure11_images = 100 if args.full else 12
     start = time.perf_counter()

@@ -67,9 +67,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0, help="seed of the network initialisation")
     parser.add_argument("--data-seed", type=int, default=4, help="seed of the 12 points and their labels")
-    parser.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results")
-    parser.add_argument("--figures", type=Path, default=ROOT / "figures")
+    parser.add_argument("--write-results", action="store_true", help="refresh the committed results (benchmarks/results/, figures/); without it a run writes to out/train_2d/")
+    parser.add_argument("--results", type=Path, default=None, help="folder for the CSV and markdown files (overrides the above)")
+    parser.add_argument("--figures", type=Path, default=None, help="folder for the figures (default: beside the results)")
     args = parser.parse_args(argv)
+    args.results = args.results or (ROOT / "benchmarks" / "results" if args.write_results else ROOT / "out" / "train_2d")
+    args.figures = args.figures or (ROOT / "figures" if args.write_results else args.results)
+    print(f"writing results to {args.results}" + (f" and figures to {args.figures}" if hasattr(args, "figures") else ""), flush=True)
     x, y = toy_2d(12, 0.16, seed=args.data_seed)
     dist = (x[:, None] - x[None]).abs().max(-1).values[y[:, None] != y[None]]
     print(f"12 points (data seed {args.data_seed}); the closest points of different labels are {float(dist.min()):.3f} "

@@ -79,10 +79,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-examples", type=int, default=None, help="first training examples only (default: all)")
     parser.add_argument("--radius-examples", type=int, default=500, help="test images for Figure 5")
     parser.add_argument("--runs", type=Path, default=MODELS, help="folder of the training runs (checkpoints)")
-    parser.add_argument("--results", type=Path, default=RESULTS)
-    parser.add_argument("--figures", type=Path, default=FIGURES)
+    parser.add_argument("--write-results", action="store_true", help="refresh the committed results (benchmarks/results/, figures/); without it a run writes to out/train_mnist/")
+    parser.add_argument("--results", type=Path, default=None, help="folder for the CSV and markdown files (overrides the above)")
+    parser.add_argument("--figures", type=Path, default=None, help="folder for the figures (default: beside the results)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
+    args.results = args.results or (RESULTS if args.write_results else ROOT / "out" / "train_mnist")
+    args.figures = args.figures or (FIGURES if args.write_results else args.results)
+    print(f"writing results to {args.results}" + (f" and figures to {args.figures}" if hasattr(args, "figures") else ""), flush=True)
     torch.set_num_threads(2)
     suffix = "" if args.train_examples is None else f"_{args.train_examples}"
 

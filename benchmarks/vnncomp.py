@@ -173,6 +173,13 @@ def _chain(inst: Instance, net: lv.Network, timeout: float, pgd_steps: int, star
     return ("timeout" if "time" in verdict.reason else "unknown"), "milp"
 
 
+def relative(text: str, root: Path) -> str:
+    """A message with the vnncomp folder's path dropped: committed results name inputs relative to --root."""
+    for prefix in {f"{root.resolve()}/", f"{root}/"}:
+        text = text.replace(prefix, "")
+    return text
+
+
 def run_benchmark(name: str, args: argparse.Namespace) -> tuple[list[dict], list[str]]:
     todo = instances(name, args.root)
     if args.quick:
@@ -199,7 +206,7 @@ def run_benchmark(name: str, args: argparse.Namespace) -> tuple[list[dict], list
         if result in ("sat", "unsat") and agreed in ("sat", "unsat") and result != agreed:
             problems.append(f"{inst.key}: lpverify says {result}, the published consensus is {agreed}")
         rows.append({"benchmark": name, "onnx": inst.key[0], "vnnlib": inst.key[1], "prepare_time": prepare,
-                     "result": result, "time": seconds, "timeout": timeout, "decided_by": method, "consensus": agreed,
+                     "result": result, "time": seconds, "timeout": timeout, "decided_by": relative(method, args.root), "consensus": agreed,
                      "alpha_beta_crown": tools.get("alpha_beta_crown", tools.get("a-b-CROWN", ""))})
         print(f"{name:<9} {inst.key[0]:<18} {inst.key[1]:<42} {result:<11} {seconds:7.2f} s  {method:<6} "
               f"(consensus: {agreed or '-'})", flush=True)
@@ -236,10 +243,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-timeout", type=float, default=None, help="cap every instance's timeout (s)")
     parser.add_argument("--quick", action="store_true", help="three instances per benchmark, timeouts capped at 20 s")
     parser.add_argument("--pgd-steps", type=int, default=50)
-    parser.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument("--write-results", action="store_true",
+                        help="refresh the committed benchmarks/results/; without it a run writes to out/vnncomp/")
+    parser.add_argument("--results", type=Path, default=None, help="folder for the CSV and markdown files (overrides the above)")
     parser.add_argument("--from-csv", type=Path, default=None,
                         help="rebuild the summary from the CSV of an earlier run instead of running")
     args = parser.parse_args(argv)
+    args.results = args.results or (ROOT / "benchmarks" / "results" if args.write_results else ROOT / "out" / "vnncomp")
+    print(f"writing results to {args.results}", flush=True)
     if args.quick and args.max_timeout is None:
         args.max_timeout = 20.0
     torch.set_num_threads(2)
@@ -255,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
         if earlier is None:
             rows, p = run_benchmark(name, args)
         else:
-            rows, p = [r for r in earlier if r["benchmark"] == name], []
+            rows, p = [{**r, "decided_by": relative(r["decided_by"], args.root)} for r in earlier if r["benchmark"] == name], []
         all_rows += rows
         problems += p
         lines += summary(rows, name, args.root)

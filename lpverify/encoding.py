@@ -247,6 +247,40 @@ def column_boxes(elim: Eliminated, lo: np.ndarray, hi: np.ndarray) -> tuple[np.n
     return np.concatenate([lo, np.zeros(elim.n_var - lo.size)]), np.concatenate([hi, *uppers])
 
 
+_BANNER_SENT = False
+
+
+def silent_highs():
+    """A ``highspy.Highs`` with its output off; nothing of it reaches stdout.
+
+    HiGHS prints its licence banner on stdout when the first instance of a
+    process is constructed, before any option can be set: that one is built
+    with file descriptor 1 pointing at /dev/null, so stdout stays parseable.
+    """
+    global _BANNER_SENT
+    import highspy
+
+    if not _BANNER_SENT:
+        import ctypes
+        import os
+        import sys
+
+        sys.stdout.flush()
+        saved, null = os.dup(1), os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(null, 1)
+            highspy.Highs()
+            ctypes.CDLL(None).fflush(None)  # the C library's stdout buffer, before fd 1 is restored
+        finally:
+            os.dup2(saved, 1)
+            os.close(saved)
+            os.close(null)
+        _BANNER_SENT = True
+    h = highspy.Highs()
+    h.setOptionValue("output_flag", False)
+    return h
+
+
 def highs_model(rows: Rows, col_lower: np.ndarray, col_upper: np.ndarray, n_integer: int = 0):
     """A ``highspy.HighsLp`` with zero costs; the last ``n_integer`` columns are integer."""
     import highspy

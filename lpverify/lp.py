@@ -49,6 +49,7 @@ from .encoding import (
     Eliminated,
     Layer,
     power_of_two_scale,
+    silent_highs,
     column_boxes,
     eliminate_stable,
     example_data,
@@ -215,7 +216,7 @@ class HighsLP(_LPModel):
         model = highs_model(rows, np.concatenate([col_lower, w_lower]), np.concatenate([col_upper, w_upper]))
         self.solver = solver or choose_solver(rows.matrix.nnz)
         self._time_limit = time_limit
-        self._highs = highspy.Highs()
+        self._highs = silent_highs()
         self._highs.setOptionValue("output_flag", False)
         self._highs.setOptionValue("solver", self.solver)
         self._highs.passModel(model)

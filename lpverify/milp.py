@@ -52,6 +52,7 @@ from .encoding import (
     highs_model,
     objective_vector,
     power_of_two_scale,
+    silent_highs,
     solve_rows,
 )
 from .network import Network
@@ -211,7 +212,7 @@ class MILPModel:
         model = highs_model(
             rows, np.concatenate([col_lo, np.zeros(cols.n_bin)]), np.concatenate([col_hi, np.ones(cols.n_bin)]), cols.n_bin
         )
-        h = highspy.Highs()
+        h = silent_highs()
         h.setOptionValue("output_flag", False)
         h.setOptionValue("mip_rel_gap", float(mip_rel_gap))
         h.setOptionValue("mip_abs_gap", float(mip_abs_gap))

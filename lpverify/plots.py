@@ -1,4 +1,4 @@
-"""Figure helpers shared by the benchmark scripts: data in, a saved PNG out."""
+"""Figure helpers shared by the benchmark scripts: data in, a saved figure (PNG, PDF or SVG) out."""
 
 from __future__ import annotations
 
@@ -15,13 +15,22 @@ import numpy as np  # noqa: E402
 from .io import atomic_write_bytes  # noqa: E402
 
 
+FORMATS = ("png", "pdf", "svg")
+
+
 def save_figure(fig: Figure, path: str | Path, dpi: int = 100) -> Path:
-    """Lay out, write atomically as PNG, and close the figure."""
+    """Lay out, write atomically in the format the suffix names (.png, .pdf or .svg), and close the figure."""
     import io
 
+    fmt = Path(path).suffix.lower().lstrip(".")
+    if fmt not in FORMATS:
+        plt.close(fig)
+        raise ValueError(f"{path}: a figure's suffix must be one of {', '.join('.' + f for f in FORMATS)}")
     fig.tight_layout()
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=dpi)
+    # No creation date in PDF or SVG metadata: the same figure gives the same bytes.
+    metadata = {"png": None, "pdf": {"CreationDate": None}, "svg": {"Date": None}}[fmt]
+    fig.savefig(buffer, format=fmt, dpi=dpi, metadata=metadata)
     plt.close(fig)
     return atomic_write_bytes(path, buffer.getvalue())
 

@@ -358,8 +358,9 @@ def _verify_milp(net: Network, ball: Ball, c: Tensor, d: Tensor, time_limit: flo
             unchecked += " (the solver returned its start point as optimal)"
         reasons.append(f"row {r}: safe bound {safe[r]:.4g} <= 0, MILP {res.status}{unchecked}")
     elapsed = time.perf_counter() - start
-    if reasons or math.isnan(worst):
-        return Verdict(Status.UNKNOWN, worst, elapsed, reason="; ".join(reasons) or "no bound")
+    if reasons or math.isnan(worst):  # the best safe bound so far: the lowest row's (nan if a row has none)
+        lowest = float(np.min(safe)) if safe.size and not np.isnan(safe).any() else math.nan
+        return Verdict(Status.UNKNOWN, lowest, elapsed, reason="; ".join(reasons) or "no bound")
     return Verdict(Status.VERIFIED, worst, elapsed)
 
 

@@ -7,6 +7,7 @@ import math
 import importlib.util
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -195,3 +196,53 @@ def test_figures_9_10_small_run_partitions_every_layer(tmp_path):
     sparsity = list(csv.DictReader((tmp_path / "figure9_filters.csv").open()))
     assert {(s["layer"], s["shape"]) for s in sparsity} == {("conv1", "16×1×4×4"), ("conv2", "32×16×4×4")}
     assert all(0 <= float(s["frac_small"]) <= 1 and int(s["zero_kernels"]) <= int(s["kernels"]) for s in sparsity)
+
+
+SCRIPTS_WITH_RESULTS = ("figures_9_10", "ladder", "polytope", "rigorous", "speed", "table1", "tightness", "train_2d",
+                        "train_mnist", "vnncomp")
+
+
+@pytest.mark.parametrize("name", SCRIPTS_WITH_RESULTS)
+def test_committed_results_are_refreshed_only_with_write_results(name, capsys):
+    script = load_script(name)
+    with pytest.raises(SystemExit) as exit_:
+        script.main(["--help"])
+    assert exit_.value.code == 0
+    assert "--write-results" in capsys.readouterr().out
+    source = (BENCHMARKS / f"{name}.py").read_text()
+    assert 'default=ROOT / "benchmarks" / "results"' not in source and "default=RESULTS" not in source
+    assert 'default=ROOT / "figures"' not in source and "default=FIGURES" not in source
+
+
+def test_vnncomp_results_name_inputs_relative_to_the_root(tmp_path):
+    vnncomp = load_script("vnncomp")
+    message = f"unsupported ONNX op 'Sigmoid' in {tmp_path}/eran_2021/nets/net.onnx"
+    assert vnncomp.relative(message, tmp_path) == "unsupported ONNX op 'Sigmoid' in eran_2021/nets/net.onnx"
+
+
+@pytest.mark.slow
+def test_make_demo_writes_to_an_untracked_folder_and_leaves_tracked_files_alone():
+    """The README's main command, shortened to its first study: out/demo/ gets the files, git sees no change."""
+    import shutil
+
+    root = BENCHMARKS.parent
+    if shutil.which("make") is None or shutil.which("git") is None or not (root / ".git").exists():
+        pytest.skip("needs make, git and a git checkout")
+    watched = ["benchmarks/results", "figures"]
+
+    def tracked_state() -> str:
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all", "--", *watched], cwd=root,
+                                capture_output=True, text=True, check=True).stdout
+        hashes = subprocess.run(["git", "ls-files", "-s", "-m", "--", *watched], cwd=root, capture_output=True,
+                                text=True, check=True).stdout
+        return status + hashes
+
+    before, started = tracked_state(), time.time()
+    result = subprocess.run(["make", "-o", ".venv/.installed", "demo", f"PY={sys.executable}", "DEMO_FLAGS=--only ranges"],
+                            cwd=root, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "out/demo/" in result.stdout
+    written = root / "out" / "demo" / "tightness_output_ranges.csv"
+    assert written.stat().st_mtime >= started and (root / "out" / "demo" / "tightness_output_ranges.png").exists()
+    assert subprocess.run(["git", "check-ignore", "-q", str(written)], cwd=root).returncode == 0  # untracked, ignored
+    assert tracked_state() == before
