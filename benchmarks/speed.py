@@ -67,19 +67,20 @@ def lpverify_worker(args: argparse.Namespace) -> None:
 
     sys.path.insert(0, str(ROOT))
     import lpverify as lv
-    from lpverify.certify import auto_batch_size
+    from lpverify.certify import plan_chunks
     from lpverify.zoo import paper_network
 
     torch.set_num_threads(args.threads)
     net = paper_network(args.dataset, args.weights)
     x, y = torch.load(args.images)
     batch = None if args.batch_size == "auto" else int(args.batch_size)
-    resolved = auto_batch_size(net, x.dtype) if batch is None else batch
-    lv.certify(net, x[:resolved], y[:resolved], EPS, batch_size=batch)  # warm-up: caches, allocator
+    sizes = [len(c) for c in plan_chunks(net, x, torch.tensor(EPS, dtype=torch.float64), batch_size=batch)]
+    warm = max(sizes)
+    lv.certify(net, x[:warm], y[:warm], EPS, batch_size=batch)  # warm-up: caches, allocator
     start, cpu = time.perf_counter(), time.process_time()
     ok = lv.certify(net, x, y, EPS, batch_size=batch)
-    report(f"auto ({resolved})" if batch is None else batch, len(y), time.perf_counter() - start,
-           time.process_time() - cpu, ok.tolist())
+    label = f"auto ({min(sizes)}–{max(sizes)})" if batch is None else batch
+    report(label, len(y), time.perf_counter() - start, time.process_time() - cpu, ok.tolist())
 
 
 def reference_worker(args: argparse.Namespace) -> None:

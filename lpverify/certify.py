@@ -52,27 +52,42 @@ def _slice_limit(limit: Limit, sl: slice | Tensor, x: Tensor) -> Limit:
 
 # Examples per forward pass when only predictions are needed.
 PREDICT_BATCH = 256
-# Working memory per chunk in flight (one per thread, :func:`map_chunks`) the automatic batch
-# size aims at, and the share of units assumed to cross zero.
-BATCH_MEMORY_BYTES = 384 << 20
+# Working memory per chunk in flight (one per thread, :func:`map_chunks`) the automatic chunks
+# aim at, and the share of a hidden layer's units assumed to cross zero where it is not known.
+BATCH_MEMORY_BYTES = 192 << 20
 CROSSING_SHARE = 0.1
 
 
-def auto_batch_size(net: Network, dtype: torch.dtype = torch.float32) -> int:
-    """Examples per chunk for certification: as many as fit :data:`BATCH_MEMORY_BYTES` of columns.
+def example_elements(net: Network, first_crossing: Tensor | float) -> Tensor:
+    """Tensor entries Algorithm 1 holds per example, given its first hidden layer's crossing count.
 
-    Per example, Algorithm 1 holds the input columns on their receptive
-    fields (:func:`lpverify.columns.column_entries`)
-    and one dense column per crossing unit (:data:`CROSSING_SHARE` of each
-    hidden layer, pushed into the next), with about three temporaries of
-    each. Never changes a certificate: every example's bounds are computed
-    on their own.
+    The input columns on their receptive fields
+    (:func:`lpverify.columns.column_entries`), one dense column per crossing
+    unit of the first hidden layer in the space of the second (padded to the
+    chunk's maximum), and :data:`CROSSING_SHARE` of each deeper layer's
+    units pushed into the next.
     """
     units = [b.out_features for b in net.blocks]
-    elements = sum(column_entries(net))
-    elements += sum(CROSSING_SHARE * n * n_next for n, n_next in zip(units, units[1:]))
-    per_example = 3 * elements * torch.finfo(dtype).bits // 8
-    return int(max(1, min(1024, BATCH_MEMORY_BYTES // max(1, per_example))))
+    fixed = sum(column_entries(net)) + sum(CROSSING_SHARE * n * n_next for n, n_next in zip(units[1:], units[2:]))
+    per_unit = units[1] if len(units) > 1 else 0
+    return fixed + torch.as_tensor(first_crossing, dtype=torch.float64) * per_unit
+
+
+def _elements_budget(dtype: torch.dtype) -> float:
+    """:data:`BATCH_MEMORY_BYTES` in tensor entries, with about three temporaries of each."""
+    return BATCH_MEMORY_BYTES / (3 * torch.finfo(dtype).bits // 8)
+
+
+def auto_batch_size(net: Network, dtype: torch.dtype = torch.float32) -> int:
+    """Examples per chunk when crossing counts are not known: :data:`CROSSING_SHARE` of the first
+    hidden layer crossing (:func:`example_elements`) within :data:`BATCH_MEMORY_BYTES`.
+
+    :func:`certify` itself sizes each chunk from its examples' own counts
+    (:func:`plan_chunks`). Never changes a certificate: every example's
+    bounds are computed on their own.
+    """
+    per_example = float(example_elements(net, CROSSING_SHARE * net.blocks[0].out_features))
+    return int(max(1, min(1024, _elements_budget(dtype) // max(1.0, per_example))))
 
 
 # A margin whose rigorous bound from float32 intermediate bounds (after the float64 walk) lies
@@ -219,9 +234,10 @@ def certify(
     and every margin bound j ≠ y is > 0 strictly, after rounding (MATH.md §8,
     §11); a NaN bound is never a certificate. ``lower``/``upper`` clamp the
     input set (e.g. 0 and 1 for pixels). ``eps`` is a scalar or one radius
-    per example. Examples are processed in chunks of ``batch_size`` to bound
-    memory (default: :func:`auto_batch_size`), formed from examples with
-    similar numbers of crossing units (:func:`_crossing_order`) and spread
+    per example. Examples are processed in chunks to bound memory, of
+    ``batch_size`` or by default sized from their crossing counts
+    (:func:`plan_chunks`), formed from examples with similar numbers of
+    crossing units and spread
     over torch's CPU threads (:func:`map_chunks`); the few that float32
     leaves undecided are redone in float64 at the end, together. The
     robust error of Corollary 1 is the fraction of False.
@@ -230,8 +246,7 @@ def certify(
         raise ValueError(f"labels of shape {tuple(y.shape)} do not match the batch of {x.shape[0]} inputs")
     net = as_network(net, tuple(x.shape[1:]))
     eps_t = eps if isinstance(eps, Tensor) else torch.as_tensor(eps, dtype=torch.float64)  # no float32 rounding
-    batch_size = auto_batch_size(net, x.dtype) if batch_size is None else batch_size
-    if batch_size < 1:
+    if batch_size is not None and batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
 
     def ball_of(idx: Tensor) -> LinfBall:
@@ -263,16 +278,15 @@ def certify(
     ok = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
     if x.shape[0] == 0:
         return ok
-    with torch.no_grad():
-        order = _crossing_order(net, x, eps_t, lower, upper, batch_size)
-    chunks = list(order.split(batch_size))
+    chunks = plan_chunks(net, x, eps_t, lower, upper, batch_size)
     workers = chunk_workers(x)
     results = map_chunks(first_pass, chunks, workers)
     for idx, (flags, _, _) in zip(chunks, results):
         ok[idx] = flags
     where, J_all = torch.cat([r[1] for r in results]), torch.cat([r[2] for r in results])
     if len(where):  # float64 last, for all the examples float32 left undecided together
-        retries = list(zip(where.split(batch_size), J_all.split(batch_size)))
+        retry_size = batch_size or auto_batch_size(net, torch.float64)
+        retries = list(zip(where.split(retry_size), J_all.split(retry_size)))
         for (idx, _), flags in zip(retries, map_chunks(float64_pass, retries, workers)):
             ok[idx] = flags
     return ok
@@ -307,28 +321,52 @@ def map_chunks(fn: Callable[[_Chunk], _Result], chunks: list[_Chunk], workers: i
         torch.set_num_threads(threads)
 
 
-def _crossing_order(net: Network, x: Tensor, eps: Tensor, lower: Limit, upper: Limit, batch_size: int) -> Tensor:
-    """The examples ordered by how many first-layer units cross zero, (batch,) indices.
+def first_crossing_counts(net: Network, x: Tensor, eps: Tensor, lower: Limit, upper: Limit) -> Tensor:
+    """How many first-hidden-layer units cross zero for each example, (batch,) int.
 
-    Algorithm 1 pads each example's crossing units to the chunk's maximum;
-    chunks of examples with similar counts carry little padding (on the
-    paper's Fashion-MNIST model the maximum of a chunk in test order is
-    2.6× its mean). The first layer's bounds are its interval bounds, so
-    the count costs one layer; deeper layers' counts follow it closely.
-    The order never changes a certificate: each example's bounds are
-    computed on their own.
+    The first layer's bounds are its interval bounds, so this costs one
+    layer; deeper layers' counts follow it closely.
     """
-    n = x.shape[0]
-    if n <= batch_size:
-        return torch.arange(n, device=x.device)
     first, counts = net.blocks[0], []
-    for start in range(0, n, PREDICT_BATCH):
-        sl = slice(start, start + PREDICT_BATCH)
-        ball = prepare(net, LinfBall(x[sl], eps if eps.ndim == 0 else eps[sl], _slice_limit(lower, sl, x),
-                                     _slice_limit(upper, sl, x)))
-        mid, spread = first(ball.mid), first.abs_linear(ball.rad)
-        counts.append(((mid - spread < 0) & (mid + spread > 0)).flatten(1).sum(1))
-    return torch.argsort(torch.cat(counts), stable=True)
+    with torch.no_grad():
+        for start in range(0, x.shape[0], PREDICT_BATCH):
+            sl = slice(start, start + PREDICT_BATCH)
+            ball = prepare(net, LinfBall(x[sl], eps if eps.ndim == 0 else eps[sl], _slice_limit(lower, sl, x),
+                                         _slice_limit(upper, sl, x)))
+            mid, spread = first(ball.mid), first.abs_linear(ball.rad)
+            counts.append(((mid - spread < 0) & (mid + spread > 0)).flatten(1).sum(1))
+    return torch.cat(counts) if counts else torch.zeros(0, dtype=torch.long, device=x.device)
+
+
+def plan_chunks(
+    net: Network, x: Tensor, eps: Tensor, lower: Limit = None, upper: Limit = None, batch_size: int | None = None
+) -> list[Tensor]:
+    """The chunks :func:`certify` processes: lists of example indices covering the batch once.
+
+    Examples are ordered by their first layer's crossing count
+    (:func:`first_crossing_counts`). Algorithm 1 pads each example's
+    crossing units to its chunk's maximum, so chunks of similar counts
+    carry little padding (on the paper's Fashion-MNIST model a chunk's
+    maximum in test order is 2.6× its mean). Chunks hold ``batch_size``
+    examples, or by default as many as fit :data:`BATCH_MEMORY_BYTES` at
+    their largest count (:func:`example_elements`). Never changes a
+    certificate: each example's bounds are computed on their own.
+    """
+    if not isinstance(eps, Tensor):
+        eps = torch.as_tensor(eps, dtype=torch.float64)
+    counts = first_crossing_counts(net, x, eps, lower, upper)
+    order = torch.argsort(counts, stable=True)
+    if batch_size is not None:
+        return list(order.split(batch_size))
+    need = example_elements(net, counts[order].cpu()).tolist()  # nondecreasing along the order
+    budget, sizes, start = _elements_budget(x.dtype if x.is_floating_point() else torch.float32), [], 0
+    while start < len(need):
+        end = start + 1
+        while end < len(need) and end - start < 1024 and (end + 1 - start) * need[end] <= budget:
+            end += 1
+        sizes.append(end - start)
+        start = end
+    return list(order.split(sizes))
 
 
 def detect(

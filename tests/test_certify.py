@@ -101,21 +101,30 @@ def test_chunks_on_threads_give_the_serial_answer(monkeypatch):
     assert certify_module.map_chunks(lambda c: c * c, list(range(9)), 3) == [c * c for c in range(9)]
 
 
-def test_chunks_follow_the_first_layer_crossing_counts():
-    """Chunks are formed from examples with similar crossing counts: the order is a permutation
-    along which the first layer's crossing counts (from Algorithm 1's own bounds) never decrease."""
-    from lpverify.certify import _crossing_order
+def test_chunks_follow_the_first_layer_crossing_counts(monkeypatch):
+    """Chunks cover the batch once, in an order along which the first layer's crossing counts (from
+    Algorithm 1's own bounds) never decrease; by default each fits the memory budget at its largest count."""
+    certify_module = importlib.import_module("lpverify.certify")
 
     model, shape = random_convnet(1, 9, seed=5, n_out=3)
     net = lv.Network.from_torch(model, input_shape=shape)
     x = torch.rand(30, *shape, generator=torch.Generator().manual_seed(1))
     eps = torch.linspace(0.0, 0.3, 30, dtype=torch.float64).flip(0)
-    order = _crossing_order(net, x, eps, 0.0, 1.0, batch_size=4)
-    assert sorted(order.tolist()) == list(range(30))
     bounds = lv.dual_bounds(net, lv.LinfBall(x, eps, 0.0, 1.0))
     counts = ((bounds.lower[0] < 0) & (bounds.upper[0] > 0)).flatten(1).sum(1)
     assert counts.min() < counts.max()  # the order has something to sort
-    assert (counts[order].diff() >= 0).all()
+    assert certify_module.first_crossing_counts(net, x, eps, 0.0, 1.0).tolist() == counts.tolist()
+    fixed = certify_module.plan_chunks(net, x, eps, 0.0, 1.0, batch_size=4)
+    assert [len(c) for c in fixed] == [4] * 7 + [2]
+    monkeypatch.setattr(certify_module, "BATCH_MEMORY_BYTES", 3 * 4 * 6 * float(certify_module.example_elements(net, 0)))
+    auto = certify_module.plan_chunks(net, x, eps, 0.0, 1.0)
+    for chunks in (fixed, auto):
+        order = torch.cat(chunks)
+        assert sorted(order.tolist()) == list(range(30))
+        assert (counts[order].diff() >= 0).all()
+    budget = certify_module._elements_budget(torch.float32)
+    assert 1 < len(auto) < 30 and min(len(c) for c in auto) < max(len(c) for c in auto)
+    assert all(len(c) == 1 or len(c) * float(certify_module.example_elements(net, counts[c].max())) <= budget for c in auto)
 
 
 @pytest.fixture(scope="module")
