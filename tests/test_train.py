@@ -190,3 +190,20 @@ def test_train_fast_smoke_run_writes_its_record_and_recipes_table(tmp_path):
     (tmp_path / "mnist_exact" / "result.json").write_text(json.dumps({**record, "epochs": 2, "train_seconds": 600}))
     table = train_fast.recipes_table(tmp_path)
     assert "| mnist | mnist_exact | 2 | 10.0 | 5.00 |" in table and "_smoke" not in table and "5.82%" in table
+
+
+@pytest.mark.shared
+def test_a_short_run_on_2000_images_certifies_more_than_the_initial_model(tmp_path):
+    """One epoch of the default loss (CROWN-IBP) on 2,000 MNIST images, ε ramped to 0.02; rigorous certificates."""
+    from lpverify.data import load_mnist
+
+    x, y = load_mnist(shared_path("data", "mnist"), "train")
+    xt, yt = load_mnist(shared_path("data", "mnist"), "test")
+    x, xt = x.reshape(-1, 1, 28, 28), xt[:200].reshape(-1, 1, 28, 28)
+    torch.manual_seed(0)
+    model = lv.zoo.conv_small()
+    before = float((~lv.certify(model, xt, yt[:200], 0.02)).float().mean())
+    config = TrainConfig(epochs=1, eps=0.02, warmup_epochs=0.1, ramp_epochs=0.5, test_robust_examples=0)
+    train(model, (x[:2000], y[:2000]), (xt, yt[:200]), config, tmp_path, progress=False)
+    after = float((~lv.certify(model, xt, yt[:200], 0.02)).float().mean())
+    assert after < before and after < 0.8
