@@ -1,7 +1,11 @@
 """VNN-COMP benchmarks with lpverify, beside every tool's published results.
 
 For each instance (ONNX network, VNNLIB property, timeout) of an
-instances.csv, the method chain
+instances.csv, ``--method bab`` (the default) runs branch and bound
+(:mod:`lpverify.bab`: the falsifier first, then ReLU splitting with rigorous
+leaves) with the instance's whole timeout; its counterexamples are re-checked
+on the ONNX file itself, with the onnx reference evaluator. ``--method chain``
+runs the earlier method chain
 
 1. PGD on the property's margins (a counterexample is re-checked on the
    ONNX file itself, with the onnx reference evaluator),
@@ -22,6 +26,10 @@ and makes the script exit 1.
     python benchmarks/vnncomp.py                       # mnist_fc 2022 and eran 2021
     python benchmarks/vnncomp.py --max-timeout 30      # cap every instance's timeout
     python benchmarks/vnncomp.py --quick               # a handful of instances, short timeouts (CI)
+    python benchmarks/vnncomp.py --workers 2 --threads 1   # two instances at a time, one thread each
+
+Instances run in ``--workers`` processes of ``--threads`` threads each
+(:func:`lpverify.pool.pool_map`); timings are per instance, wall clock.
 """
 
 from __future__ import annotations
@@ -42,6 +50,7 @@ import lpverify as lv
 from lpverify.attacks import pgd_objective
 from lpverify.io import atomic_write_text, write_csv
 from lpverify.onnx_import import OnnxImportError, reference_outputs
+from lpverify.pool import pool_map
 from lpverify.verify import property_ball, verify_property
 from lpverify.vnnlib import VnnlibProperty, read_vnnlib
 
@@ -137,17 +146,55 @@ def _checked(onnx: Path, prop: VnnlibProperty, z: np.ndarray) -> bool:
     return prop.input_contains(z, tol=1e-7) and prop.violated_by(y, tol=-TOLERANCE)
 
 
-def run_instance(inst: Instance, net: lv.Network, timeout: float, pgd_steps: int) -> tuple[str, str, float]:
-    """The chain on one instance: (result, method that decided, seconds).
+def run_instance(inst: Instance, net: lv.Network, timeout: float, pgd_steps: int, method: str = "chain") -> tuple[str, str, float]:
+    """One instance by branch and bound or by the chain: (result, method that decided, seconds).
 
     VNN-COMP's rule applies: a verdict reached after the timeout is a timeout.
     """
     start = time.perf_counter()
-    result, method = _chain(inst, net, timeout, pgd_steps, start)
+    if method == "bab":
+        result, method = _bab(inst, net, timeout)
+    else:
+        result, method = _chain(inst, net, timeout, pgd_steps, start)
     elapsed = time.perf_counter() - start
     if elapsed > timeout and result != "timeout":
         return "timeout", f"{method} (late {result})", elapsed
     return result, method, elapsed
+
+
+def _bab(inst: Instance, net: lv.Network, timeout: float) -> tuple[str, str]:
+    prop = read_vnnlib(inst.vnnlib, math.prod(net.input_shape), net.n_outputs)
+    verdict = verify_property(net, prop, "bab", time_limit=timeout)
+    by = "falsifier" if verdict.reason.endswith(" 0 leaves bounded") else "bab"
+    if verdict.status == "verified":
+        return "unsat", by
+    if verdict.status == "violated" and _checked(inst.onnx, prop, np.asarray(verdict.witness)):
+        return "sat", by
+    return ("timeout" if "time limit" in verdict.reason else "unknown"), by
+
+
+_NETWORKS: dict[Path, lv.Network | str] = {}  # per process: each ONNX file is read once
+
+
+def _network(path: Path) -> tuple[lv.Network | str, float]:
+    start = time.perf_counter()
+    if path not in _NETWORKS:
+        try:
+            _NETWORKS[path] = lv.load_onnx(path)
+        except OnnxImportError as err:
+            _NETWORKS[path] = str(err)
+    return _NETWORKS[path], time.perf_counter() - start
+
+
+def _job(job: tuple[Instance, float, int, str]) -> tuple[str, str, float, float]:
+    """One instance in a worker: (result, decided by, seconds, prepare seconds)."""
+    inst, timeout, pgd_steps, method = job
+    net, prepare = _network(inst.onnx)
+    if isinstance(net, str):
+        return "unsupported", net.split(";")[0], 0.0, prepare
+    result, by, seconds = run_instance(inst, net, timeout, pgd_steps, method)
+    print(f"  ... {inst.key[0]:<18} {inst.key[1]:<42} {result:<11} {seconds:7.2f} s  {by}", flush=True)
+    return result, by, seconds, prepare
 
 
 def _chain(inst: Instance, net: lv.Network, timeout: float, pgd_steps: int, start: float) -> tuple[str, str]:
@@ -185,22 +232,11 @@ def run_benchmark(name: str, args: argparse.Namespace) -> tuple[list[dict], list
     if args.quick:
         todo = [todo[i] for i in QUICK[name]]
     truth, settled = published(name, args.root), official(name, args.root)
-    networks: dict[Path, lv.Network | str] = {}
     rows, problems = [], []
-    for inst in todo:
-        prep = time.perf_counter()
-        if inst.onnx not in networks:
-            try:
-                networks[inst.onnx] = lv.load_onnx(inst.onnx)
-            except OnnxImportError as err:
-                networks[inst.onnx] = str(err)
-        prepare = time.perf_counter() - prep
-        net = networks[inst.onnx]
-        timeout = min(inst.timeout, args.max_timeout) if args.max_timeout else inst.timeout
-        if isinstance(net, str):
-            result, method, seconds = "unsupported", net.split(";")[0], 0.0
-        else:
-            result, method, seconds = run_instance(inst, net, timeout, args.pgd_steps)
+    timeouts = [min(inst.timeout, args.max_timeout) if args.max_timeout else inst.timeout for inst in todo]
+    jobs = [(inst, t, args.pgd_steps, args.method) for inst, t in zip(todo, timeouts)]
+    results = pool_map(_job, jobs, workers=args.workers, threads=args.threads)
+    for inst, timeout, (result, method, seconds, prepare) in zip(todo, timeouts, results):
         tools = truth.get(inst.key, {})
         agreed = settled.get(inst.key) or consensus(tools)
         if result in ("sat", "unsat") and agreed in ("sat", "unsat") and result != agreed:
@@ -243,9 +279,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-timeout", type=float, default=None, help="cap every instance's timeout (s)")
     parser.add_argument("--quick", action="store_true", help="three instances per benchmark, timeouts capped at 20 s")
     parser.add_argument("--pgd-steps", type=int, default=50)
+    parser.add_argument("--method", choices=("bab", "chain"), default="bab",
+                        help="branch and bound (default) or the chain PGD, dual, LP, MILP")
+    parser.add_argument("--workers", type=int, default=1, help="instances run at once, each in its own process")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads per worker")
     parser.add_argument("--write-results", action="store_true",
                         help="refresh the committed benchmarks/results/; without it a run writes to out/vnncomp/")
     parser.add_argument("--results", type=Path, default=None, help="folder for the CSV and markdown files (overrides the above)")
+    parser.add_argument("--note", default="", help="a line for the summary (e.g. that the machine was shared)")
     parser.add_argument("--from-csv", type=Path, default=None,
                         help="rebuild the summary from the CSV of an earlier run instead of running")
     args = parser.parse_args(argv)
@@ -253,14 +294,21 @@ def main(argv: list[str] | None = None) -> int:
     print(f"writing results to {args.results}", flush=True)
     if args.quick and args.max_timeout is None:
         args.max_timeout = 20.0
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     names = list(BENCHMARKS) if args.benchmark == "all" else [args.benchmark]
     all_rows, problems, lines = [], [], ["# VNN-COMP benchmarks", ""]
     command = "python benchmarks/vnncomp.py" + (" --quick" if args.quick else "") + (
         f" --max-timeout {args.max_timeout:g}" if args.max_timeout and not args.quick else "") + (
-        f" --benchmark {args.benchmark}" if args.benchmark != "all" else "")
-    lines += [f"Command: `{command}` (2 threads). Published results: VNN-COMP {', '.join(str(BENCHMARKS[n][3]) for n in names)} "
+        f" --benchmark {args.benchmark}" if args.benchmark != "all" else "") + (
+        f" --method {args.method}" if args.method != "bab" else "") + (
+        f" --workers {args.workers}" if args.workers != 1 else "") + (
+        f" --threads {args.threads}" if args.threads != 2 else "")
+    threads = args.threads * max(1, args.workers)
+    lines += [f"Command: `{command}` ({threads} threads in all: {max(1, args.workers)} worker(s) of {args.threads}). "
+              f"Published results: VNN-COMP {', '.join(str(BENCHMARKS[n][3]) for n in names)} "
               "(each tool on its own hardware, with the full timeouts).", ""]
+    if args.note:
+        lines += [args.note, ""]
     earlier = list(csv.DictReader(args.from_csv.open())) if args.from_csv else None
     for name in names:
         if earlier is None:

@@ -145,6 +145,37 @@ def objective_from_multipliers(
     return _backward(net, ball, c, bounds.to(torch.float64), given, rigorous=True, residuals=residuals)
 
 
+def dual_objective_with(
+    net: Network,
+    ball: Ball,
+    c: Tensor,
+    bounds: Bounds,
+    multipliers: Multipliers,
+    *,
+    rigorous: bool = True,
+    residuals: Sequence[Tensor] | None = None,
+) -> Tensor:
+    """Theorem 1's bound with the multipliers ν_i chosen by a callable from the ν̂_i the walk computes.
+
+    ``multipliers(i, ν̂, ℓ, u)`` returns ν of hidden layer i (0-based) from
+    ν̂ (B, m, *s_i) and the layer's bounds (B, 1, *s_i); it sees the ν̂ of the
+    walk itself, so a caller can record them (branching heuristics) or add
+    split multipliers β (branch and bound, MATH.md §13). Rigorous mode (the
+    default) is valid for ANY numbers the callable returns, as in
+    :func:`objective_from_multipliers`, and runs in float64. The plain mode
+    (differentiable, working dtype) sums ``ℓ_j [ν_j]₊``, which is Theorem 1's
+    value only when ν is :func:`~lpverify.relu.dual_step`'s on crossing
+    units, ≤ 0 on I⁻ units with u = 0 and equal to ν̂ plus something ≥ 0 on
+    I⁺ units with ℓ = 0 (the two sides of a split).
+    """
+    ball = prepare(net, ball)
+    _check_objective(net, ball, c)
+    _check_bounds(net, ball, bounds)
+    if rigorous:
+        ball = ball.to(torch.float64)
+    return _backward(net, ball, c, bounds.to(ball.dtype), multipliers, rigorous, residuals=residuals)
+
+
 def _backward(
     net: Network,
     ball: Ball,

@@ -17,6 +17,8 @@ dual-opt    Theorem 1 with slopes α optimised per objective
 lp          the LP of eq. 19 over Algorithm 1's bounds
 lp-all      the LP over bounds that are themselves LPs (LP-all)
 milp        the exact MILP over LP-all bounds: also finds counterexamples
+bab         branch and bound over ReLU splits with rigorous leaves and a
+            falsifier (:mod:`lpverify.bab`): complete
 ==========  ===========================================================
 
 The chain ``interval, dual ≤ dual-opt ≤ lp ≤ lp-all ≤ milp ≤ f`` holds row by
@@ -212,8 +214,11 @@ BOUND_METHODS: dict[str, BoundMethod] = {
 }
 """The relaxations by name; a new rung is one more entry."""
 
-METHODS = (*BOUND_METHODS, "milp")
-"""Every method :func:`verify` takes: the relaxations, then the exact rung."""
+METHODS = (*BOUND_METHODS, "milp", "bab")
+"""Every method :func:`verify` takes: the relaxations, then the exact rungs (MILP, branch and bound)."""
+
+COMPLETE_METHODS = ("milp", "bab")
+"""The methods that give verdicts (and counterexamples), not a relaxation's bounds."""
 
 
 def _check_method(method: str) -> None:
@@ -241,7 +246,7 @@ def objective_bounds(
     """
     _check_method(method)
     if method not in BOUND_METHODS:
-        raise ValueError("the MILP gives verdicts, not a relaxation's bounds: use verify(..., method='milp')")
+        raise ValueError(f"{method} gives verdicts, not a relaxation's bounds: use verify(..., method={method!r})")
     options = MethodOptions(alpha_steps=alpha_steps, backend=backend, deadline=deadline)
     c = c.to(device=ball.center.device, dtype=torch.promote_types(c.dtype, ball.dtype))  # never rounded
     return BOUND_METHODS[method].bound(net, ball, c, options)
@@ -278,6 +283,8 @@ def verify(
         raise ValueError(f"offsets d must have shape {tuple(c.shape[:2])}, got {tuple(d.shape)}")
     if method == "milp":
         return [_verify_milp(net, ball.select(b), c[b], d[b], time_limit) for b in range(ball.batch_size)]
+    if method == "bab":
+        return [_verify_bab(net, ball.select(b), c[b], d[b], None, time_limit) for b in range(ball.batch_size)]
     if method in ("lp", "lp-all"):  # one example at a time, each with its own wall-clock limit
         return [_verify_relaxation(net, ball.select(b), c[b : b + 1], d[b : b + 1], method, time_limit, alpha_steps)[0]
                 for b in range(ball.batch_size)]
@@ -364,6 +371,15 @@ def _verify_milp(net: Network, ball: Ball, c: Tensor, d: Tensor, time_limit: flo
     return Verdict(Status.VERIFIED, worst, elapsed)
 
 
+def _verify_bab(net: Network, ball: Ball, c: Tensor, d: Tensor, owner: Tensor | None, time_limit: float | None) -> Verdict:
+    """Branch and bound on one example (:func:`lpverify.bab.bab`); an l_p ball is refused."""
+    from .bab import bab  # bab builds on this module's verdicts and witness checks
+
+    if not isinstance(ball, LinfBall):
+        raise ValueError("method 'bab' takes l_inf balls and boxes only")
+    return bab(net, ball, c, d, owner, time_limit=time_limit)
+
+
 def property_ball(net: Network, prop: VnnlibProperty) -> LinfBall:
     """The input box of a VNNLIB property as a ball of batch 1 (centre, half-width, clamped to the box)."""
     if prop.n_inputs != math.prod(net.input_shape):
@@ -377,6 +393,15 @@ def property_ball(net: Network, prop: VnnlibProperty) -> LinfBall:
     return LinfBall((lo + hi) / 2, float((hi - lo).max()), lower=lo, upper=hi)
 
 
+def _rechecked(net: Network, prop: VnnlibProperty, verdict: Verdict) -> Verdict:
+    """A "violated" verdict re-checked against the property itself with a float64 forward pass of the sparse export."""
+    if verdict.status == "violated":
+        y = forward64(net.sparse(), verdict.witness)[-1]
+        if not (prop.input_contains(verdict.witness, tol=0.0) and prop.violated_by(y)):
+            return Verdict("unknown", math.nan, verdict.time, reason="a counterexample failed its float64 re-check")
+    return verdict
+
+
 def verify_property(
     net: Network, prop: VnnlibProperty, method: str = "dual", *, time_limit: float | None = None, alpha_steps: int = 50
 ) -> Verdict:
@@ -387,7 +412,8 @@ def verify_property(
     benchmarks' margins) this is :func:`verify` on those rows, and the MILP
     can also find a counterexample ("violated" = sat), re-checked against the
     property with a float64 forward pass. A disjunct of several rows is only
-    proved, never falsified (its verdict is "unknown" unless excluded).
+    proved, never falsified (its verdict is "unknown" unless excluded), except
+    by "bab", which decides disjunctions of any shape.
     """
     _check_method(method)
     start = time.perf_counter()
@@ -398,14 +424,14 @@ def verify_property(
     if any(a.shape[0] == 0 for a, _ in prop.disjuncts):
         return Verdict("violated", -math.inf, time.perf_counter() - start, witness=ball.mid[0].numpy(), value=0.0,
                        reason="a disjunct has no constraints: every input is unsafe")
+    if method == "bab":  # disjuncts of any number of rows, falsified as well as proved
+        left = None if time_limit is None else max(time_limit - (time.perf_counter() - start), 1e-3)
+        verdict = _verify_bab(net, ball, c[0], d[0], torch.as_tensor(owner), left)
+        return _rechecked(net, prop, verdict)
     if all(a.shape[0] == 1 for a, _ in prop.disjuncts):
         left = None if time_limit is None else max(time_limit - (time.perf_counter() - start), 1e-3)
         verdict = verify(net, ball, c, d, method, time_limit=left, alpha_steps=alpha_steps)[0]
-        if verdict.status == "violated":
-            y = forward64(net.sparse(), verdict.witness)[-1]
-            if not (prop.input_contains(verdict.witness, tol=0.0) and prop.violated_by(y)):
-                return Verdict("unknown", math.nan, verdict.time, reason="a counterexample failed its float64 re-check")
-        return verdict
+        return _rechecked(net, prop, verdict)
     relaxation = "lp-all" if method == "milp" else method
     deadline = math.inf if time_limit is None else start + time_limit
     low = objective_bounds(net, ball, c, relaxation, alpha_steps=alpha_steps, deadline=deadline)[0].detach().cpu().double().numpy()
@@ -419,4 +445,4 @@ def verify_property(
     return Verdict("unknown", float(best.min()), elapsed, reason="some disjunct is not excluded")
 
 
-__all__ = ["BOUND_METHODS", "BoundMethod", "METHODS", "MethodOptions", "Status", "Verdict", "check_witness", "objective_bounds", "property_ball", "verify", "verify_property"]
+__all__ = ["BOUND_METHODS", "BoundMethod", "COMPLETE_METHODS", "METHODS", "MethodOptions", "Status", "Verdict", "check_witness", "objective_bounds", "property_ball", "verify", "verify_property"]
