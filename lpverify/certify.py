@@ -54,7 +54,7 @@ def _slice_limit(limit: Limit, sl: slice | Tensor, x: Tensor) -> Limit:
 PREDICT_BATCH = 256
 # Working memory per chunk in flight (one per thread, :func:`map_chunks`) the automatic chunks
 # aim at, and the share of a hidden layer's units assumed to cross zero where it is not known.
-BATCH_MEMORY_BYTES = 192 << 20
+BATCH_MEMORY_BYTES = 128 << 20
 CROSSING_SHARE = 0.1
 
 
