@@ -20,7 +20,7 @@
    (:mod:`lp_speed`).
 
     python benchmarks/speed.py                 # 1,000 images per dataset
-    python benchmarks/speed.py --full --write  # 10,000 images; writes benchmarks/results/speed.md
+    python benchmarks/speed.py --full --write-results  # 10,000 images; refreshes benchmarks/results/speed.md
 Needs the test sets and the paper's weights (``--data``, ``--weights``, default ../shared).
 """
 
@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import shlex
 import json
 import os
 import platform
@@ -211,6 +212,16 @@ def cpu_name() -> str:
     return platform.processor() or "unknown CPU"
 
 
+def write(args: argparse.Namespace, text: str) -> None:
+    """Print the tables; write them too when asked (``--write-results`` or ``--out``), atomically."""
+    print("\n" + text)
+    if args.write or args.out:
+        sys.path.insert(0, str(ROOT))
+        from lpverify.io import atomic_write_text
+
+        atomic_write_text(args.out or ROOT / "benchmarks" / "results" / "speed.md", text)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--full", action="store_true", help="all 10,000 test images (default 1,000)")
@@ -254,32 +265,25 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Certifying {args.n} test images per dataset at ε = {EPS}, {args.threads} threads, {cpu_name()}")
     with tempfile.TemporaryDirectory() as tmp:
         cert_lines, agree = certification_table(args, reference, Path(tmp))
-    lp_lines: list[str] = []
+    shown = [a for a in (sys.argv[1:] if argv is None else argv) if a not in ("--write", "--write-results")]
+    header = [
+        "# Speed",
+        "",
+        f"Machine: {cpu_name()}, {args.threads} thread(s); torch {torch.__version__}. "
+        f"Command: `{shlex.join(['python', 'benchmarks/speed.py', *shown])}`.",
+        "",
+        "## Certification beside the paper's code",
+        "",
+        *cert_lines,
+    ]
+    write(args, "\n".join(header))  # kept even if the LP part fails
     if args.lp_images:
         sys.path.insert(0, str(Path(__file__).resolve().parent))
         from lp_speed import lp_speed_lines
 
         print(f"\nLP per margin on {args.lp_images} images per model")
         lp_lines = lp_speed_lines(args.data, args.weights / "mnist.pth", args.lp_images, args.threads)
-
-    command = "python benchmarks/speed.py" + (" --full" if args.full else f" --n {args.n}")
-    command += "" if args.threads == 2 else f" --threads {args.threads}"
-    text = "\n".join([
-        "# Speed",
-        "",
-        f"Machine: {cpu_name()}, {args.threads} thread(s); torch {torch.__version__}. Command: `{command}`.",
-        "",
-        "## Certification beside the paper's code",
-        "",
-        *cert_lines,
-        *(["## LP per margin", "", *lp_lines, ""] if lp_lines else []),
-    ])
-    print("\n" + text)
-    if args.write or args.out:
-        sys.path.insert(0, str(ROOT))
-        from lpverify.io import atomic_write_text
-
-        atomic_write_text(args.out or ROOT / "benchmarks" / "results" / "speed.md", text)
+        write(args, "\n".join([*header, "## LP per margin", "", *lp_lines, ""]))
     return 0 if agree else 1
 
 
