@@ -17,6 +17,7 @@ from .bounds import prepare
 from .columns import column_entries
 from .dual import dual_bounds_and_objective, dual_objective, forward_objective
 from .network import Network
+from .rigorous import working_dtype
 from .sets import LinfBall
 from .specs import margin_objectives
 
@@ -359,7 +360,8 @@ def plan_chunks(
     if batch_size is not None:
         return list(order.split(batch_size))
     need = example_elements(net, counts[order].cpu()).tolist()  # nondecreasing along the order
-    budget, sizes, start = _elements_budget(x.dtype if x.is_floating_point() else torch.float32), [], 0
+    dtype = working_dtype(x.dtype, *{p.dtype for p in net.parameters()})  # what Algorithm 1 will hold
+    budget, sizes, start = _elements_budget(dtype), [], 0
     while start < len(need):
         end = start + 1
         while end < len(need) and end - start < 1024 and (end + 1 - start) * need[end] <= budget:
