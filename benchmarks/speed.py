@@ -124,7 +124,7 @@ def reference_python(venv: Path) -> Path:
 
     print(f"installing {REFERENCE} into {venv} (this interpreter's torch is linked in)", flush=True)
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
-    subprocess.run([str(python), "-m", "ensurepip", "--quiet"], check=True)
+    subprocess.run([str(python), "-m", "ensurepip"], check=True, stdout=subprocess.DEVNULL)  # it has no --quiet
     site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                           check=True, capture_output=True, text=True).stdout.strip()
     torch_site = Path(torch.__file__).resolve().parents[1]

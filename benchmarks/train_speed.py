@@ -118,7 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=SHARED / "data", help="folder holding mnist/")
     parser.add_argument("--weights", type=Path, default=SHARED / "models" / "wong_kolter_2018" / "mnist.pth")
     parser.add_argument("--reference-venv", type=Path, default=ROOT / "build" / "reference-venv")
-    parser.add_argument("--write", action="store_true", help="write benchmarks/results/train_speed.md")
+    parser.add_argument("--write-results", "--write", dest="write", action="store_true",
+                        help="write benchmarks/results/train_speed.md")
     parser.add_argument("--worker", choices=["lpverify", "reference"], help=argparse.SUPPRESS)
     parser.add_argument("--loss", choices=LOSSES, help=argparse.SUPPRESS)
     parser.add_argument("--state", choices=STATES, help=argparse.SUPPRESS)

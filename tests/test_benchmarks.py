@@ -198,8 +198,8 @@ def test_figures_9_10_small_run_partitions_every_layer(tmp_path):
     assert all(0 <= float(s["frac_small"]) <= 1 and int(s["zero_kernels"]) <= int(s["kernels"]) for s in sparsity)
 
 
-SCRIPTS_WITH_RESULTS = ("figures_9_10", "ladder", "polytope", "rigorous", "speed", "table1", "tightness", "train_2d",
-                        "train_mnist", "vnncomp")
+SCRIPTS_WITH_RESULTS = ("figures_9_10", "ladder", "lp_speed", "polytope", "rigorous", "speed", "table1", "tightness",
+                        "train_2d", "train_fast", "train_mnist", "train_speed", "vnncomp")
 
 
 @pytest.mark.parametrize("name", SCRIPTS_WITH_RESULTS)

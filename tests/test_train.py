@@ -182,14 +182,18 @@ def test_train_fast_smoke_run_writes_its_record_and_recipes_table(tmp_path):
     data = str(shared_path("data"))
     assert train_fast.main(["--data", data, "--runs", str(tmp_path), "--epochs", "1", "--warmup-epochs", "0",
                             "--ramp-epochs", "1", "--train-examples", "100", "--final-examples", "20",
-                            "--test-robust-examples", "5", "--threads", "1", "--no-progress"]) == 0
+                            "--test-robust-examples", "5", "--threads", "1", "--radius-examples", "5", "--no-reference",
+                            "--no-progress"]) == 0
     record = json.loads((tmp_path / "mnist_crown-ibp_smoke" / "result.json").read_text())
     assert set(RECORD_KEYS) <= set(record) and record["recipe"] == "crown-ibp" and record["examples"] == 20
-    assert record["config"]["ramp_epochs"] == 1.0 and record["config"]["lr_steps"] == [11.0, 13.0]
-    (tmp_path / "mnist_exact").mkdir()
-    (tmp_path / "mnist_exact" / "result.json").write_text(json.dumps({**record, "epochs": 2, "train_seconds": 600}))
-    table = train_fast.recipes_table(tmp_path)
-    assert "| mnist | mnist_exact | 2 | 10.0 | 5.00 |" in table and "_smoke" not in table and "5.82%" in table
+    assert record["config"]["ramp_epochs"] == 1.0 and record["config"]["lr_steps"] == list(TrainConfig().lr_steps)
+    for figure in ("curves", "radii"):  # Figures 4 and 5 of the run, beside its record (not in figures/ without --write)
+        assert (tmp_path / "mnist_crown-ibp_smoke" / f"train_fast_mnist_{figure}.png").stat().st_size > 10_000
+    records = tmp_path / "records"
+    records.mkdir()
+    (records / "mnist_exact.json").write_text(json.dumps({**record, "epochs": 2, "train_seconds": 600}))
+    table = train_fast.recipes_table(records)
+    assert "| mnist | mnist_exact | 2 | 10.0 | 5.00 |" in table and "| 20 |" in table and "_smoke" not in table and "5.82%" in table
 
 
 @pytest.mark.shared
