@@ -211,3 +211,23 @@ def test_a_short_run_on_2000_images_certifies_more_than_the_initial_model(tmp_pa
     train(model, (x[:2000], y[:2000]), (xt, yt[:200]), config, tmp_path, progress=False)
     after = float((~lv.certify(model, xt, yt[:200], 0.02)).float().mean())
     assert after < before and after < 0.8
+
+
+@pytest.mark.shared
+def test_the_committed_one_hour_model_certifies_what_its_record_says():
+    """benchmarks/results/models/mnist_fast_eps0.1.{onnx,json}: the record's certified and clean errors are true."""
+    from pathlib import Path
+
+    from lpverify.data import load_mnist
+
+    models = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "models"
+    record = json.loads((models / "mnist_fast_eps0.1.json").read_text())
+    assert record["train_seconds"] <= 3600 and record["threads"] <= 2 and record["examples"] == 10000
+    assert record["certified_error"] <= 0.0582  # the paper's 100-epoch figure (Table 1)
+    net = lv.load_onnx(models / "mnist_fast_eps0.1.onnx")
+    x, y = load_mnist(shared_path("data", "mnist"), "test")
+    x = x.reshape(-1, 1, 28, 28)
+    with torch.no_grad():
+        assert int((net(x).argmax(1) != y).sum()) == round(record["clean_error"] * 10000)
+    certified = lv.certify(net, x, y, record["eps"])
+    assert int((~certified).sum()) == round(record["certified_error"] * 10000)
