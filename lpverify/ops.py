@@ -439,6 +439,8 @@ def convert_batchnorm(pos: int, m: nn.modules.batchnorm._BatchNorm, shape: Shape
     if rank is None or len(shape) not in rank or shape[0] != m.num_features:
         expected = "(C,) or (C, L)" if isinstance(m, nn.BatchNorm1d) else "(C, H, W)"
         raise ValueError(f"module {pos} ({m}) expects input {expected} with C={m.num_features} but receives {shape}")
+    if not bool((m.running_var.detach().double() + float(m.eps) > 0).all()):
+        raise ValueError(f"module {pos} ({m}) has running_var + eps ≤ 0 in some channel; its scale is undefined")
     dtype = m.weight.dtype if m.weight is not None else m.running_var.dtype
     return BatchNorm(m.weight, m.bias, m.running_mean, m.running_var, float(m.eps), shape, dtype)
 

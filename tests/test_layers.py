@@ -388,6 +388,14 @@ def test_unsupported_settings_raise_naming_the_module(model, shape, message):
         lv.Network.from_torch(model, input_shape=shape)
 
 
+def test_batch_norm_with_a_negative_variance_is_rejected():
+    bn = nn.BatchNorm1d(3, eps=0.0)
+    with torch.no_grad():
+        bn.running_var[1] = -1.0
+    with pytest.raises(ValueError, match=r"module 0 \(BatchNorm1d.*running_var \+ eps"):
+        lv.Network.from_torch(nn.Sequential(bn))
+
+
 def test_normalize_rejects_a_zero_std():
     with pytest.raises(ValueError, match="nonzero standard deviations"):
         lv.Normalize([0.0], [0.0])
