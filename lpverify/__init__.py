@@ -39,6 +39,7 @@ from .lpall import lp_bounds
 from .milp import MILPResult, build_milp, solve_milp
 from .network import AffineBlock, Network
 from .onnx_import import OnnxImportError, load_onnx
+from .ops import Normalize
 from .sets import Ball, LinfBall, LpBall
 from .specs import margin_objectives, robustness_objectives
 from .verify import METHODS, Status, Verdict, check_witness, objective_bounds, verify, verify_property
@@ -78,6 +79,7 @@ __all__ = [
     "METHODS",
     "MILPResult",
     "Network",
+    "Normalize",
     "OnnxImportError",
     "objective_bounds",
     "optimize_alpha",

@@ -2,9 +2,10 @@
 
 A k-layer network is ``ẑ_{i+1} = A_i(z_i)``, ``z_i = max(ẑ_i, 0)``, with
 ``z_1 = x`` and ``f(x) = ẑ_k``. Consecutive affine modules of a torch model
-(Linear, Conv2d, Flatten) are grouped into one :class:`AffineBlock`, so block
-``i`` (0-based) is the paper's ``W_{i+1}, b_{i+1}`` and its output is the
-pre-activation ``ẑ_{i+2}``.
+(Linear, Conv2d, Flatten, batch norm, average pooling, normalisation) are
+grouped into one :class:`AffineBlock`, so block ``i`` (0-based) is the paper's
+``W_{i+1}, b_{i+1}`` and its output is the pre-activation ``ẑ_{i+2}``. The
+ops other than Dense, Conv and Reshape live in :mod:`lpverify.ops`.
 
 Every block applies itself (``forward``), its linear part (``linear``), the
 transpose of its linear part (``transpose``, ``W_iᵀ`` of eq. 5) and its
@@ -30,18 +31,25 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-Shape = tuple[int, ...]
+from .ops import (
+    Normalize,
+    Shape,
+    _cast,
+    _numel,
+    convert_adaptive_avgpool,
+    convert_avgpool,
+    convert_batchnorm,
+    convert_normalize,
+    reshaped_shape,
+)
 
-SUPPORTED_MODULES = "nn.Linear, nn.Conv2d (zero padding, no dilation or groups), nn.ReLU, nn.Flatten"
-
-
-def _numel(shape: Shape) -> int:
-    return math.prod(shape)
-
-
-def _cast(t: Tensor, like: Tensor) -> Tensor:
-    """A parameter in the dtype and on the device of ``like`` (a no-op when they match)."""
-    return t.to(device=like.device, dtype=like.dtype)
+SUPPORTED_MODULES = (
+    "nn.Linear, nn.Conv2d (zero padding, no dilation or groups), nn.ReLU, nn.Flatten, nn.Unflatten, "
+    "nn.BatchNorm1d/2d (running statistics), nn.AvgPool2d (ceil_mode=False), nn.AdaptiveAvgPool2d "
+    "(output size dividing the input), nn.Identity, lpverify.Normalize"
+)
+_MODULES = (nn.Linear, nn.Conv2d, nn.ReLU, nn.Flatten, nn.Unflatten, nn.BatchNorm1d, nn.BatchNorm2d, nn.AvgPool2d,
+            nn.AdaptiveAvgPool2d, nn.Identity, Normalize)
 
 
 class AffineOp(Protocol):
@@ -450,7 +458,7 @@ class Network:
 
         def cast(op: AffineOp) -> AffineOp:
             changes = {f.name: getattr(op, f.name).detach().to(dtype) for f in fields(op)
-                       if f.name in ("weight", "bias") and getattr(op, f.name) is not None}
+                       if isinstance(getattr(op, f.name), Tensor)}
             return replace(op, **changes) if changes else op
 
         net = Network([AffineBlock(tuple(cast(op) for op in b.ops)) for b in self.blocks])
@@ -498,11 +506,13 @@ class Network:
     # -- construction -------------------------------------------------------
     @classmethod
     def from_torch(cls, module: nn.Module, input_shape: Sequence[int] | None = None) -> "Network":
-        """Build a Network from an ``nn.Sequential`` of Linear, Conv2d, ReLU and Flatten.
+        """Build a Network from an ``nn.Sequential`` of the modules in ``SUPPORTED_MODULES``.
 
-        ``input_shape`` (without the batch dimension) is required when the first
-        layer is a convolution; for a Linear first layer it defaults to
-        ``(in_features,)``. Consecutive affine modules become one block.
+        ``input_shape`` (without the batch dimension) is required unless the
+        first layer is a Linear or BatchNorm1d (then ``(in_features,)``).
+        Consecutive affine modules become one block; none is multiplied into
+        another. Batch norm always uses its running statistics (what eval mode
+        computes), whatever the module's mode; without them it is refused.
         """
         modules = _flatten_sequential(module)
         if not modules:
@@ -518,9 +528,9 @@ class Network:
                 blocks.append(_make_block(ops))
                 ops = []
                 continue
-            op = _convert(pos, m, shape)
-            ops.append(op)
-            shape = op.out_shape
+            for op in _convert(pos, m, shape):
+                ops.append(op)
+                shape = op.out_shape
         if not ops:
             raise ValueError("the network ends with a ReLU; lpverify expects affine logits as output")
         blocks.append(_make_block(ops))
@@ -530,7 +540,7 @@ class Network:
 def _flatten_sequential(module: nn.Module) -> list[nn.Module]:
     if isinstance(module, nn.Sequential):
         return [m for child in module for m in _flatten_sequential(child)]
-    if isinstance(module, (nn.Linear, nn.Conv2d, nn.ReLU, nn.Flatten)):
+    if isinstance(module, _MODULES):
         return [module]
     raise ValueError(
         f"unsupported module {module.__class__.__name__} ({module}); "
@@ -546,6 +556,8 @@ def _initial_shape(first: nn.Module, input_shape: Sequence[int] | None) -> Shape
         return shape
     if isinstance(first, nn.Linear):
         return (first.in_features,)
+    if isinstance(first, nn.BatchNorm1d):
+        return (first.num_features,)
     raise ValueError(
         f"input_shape is required when the first layer is {first.__class__.__name__}, "
         "e.g. Network.from_torch(model, input_shape=(1, 28, 28))"
@@ -556,8 +568,8 @@ def _pair(v: int | tuple[int, ...]) -> tuple[int, int]:
     return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
 
 
-def _convert(pos: int, m: nn.Module, shape: Shape) -> AffineOp:
-    """One torch module as an affine op on inputs of ``shape``, or a ValueError naming it."""
+def _convert(pos: int, m: nn.Module, shape: Shape) -> list[AffineOp]:
+    """One torch module as affine ops on inputs of ``shape`` (none for an identity), or a ValueError naming it."""
     if isinstance(m, nn.Linear):
         if _numel(shape) != m.in_features or (len(shape) > 1 and shape[-1] != _numel(shape)):
             if len(shape) > 1:
@@ -566,31 +578,43 @@ def _convert(pos: int, m: nn.Module, shape: Shape) -> AffineOp:
                     f"{_numel(shape)} features"
                 )
             raise ValueError(f"module {pos} ({m}) expects {m.in_features} features but receives {shape}")
-        return Dense(m.weight, m.bias, shape)
+        return [Dense(m.weight, m.bias, shape)]
     if isinstance(m, nn.Conv2d):
-        if isinstance(m.padding, str):
-            if m.padding != "valid":
-                raise ValueError(f"module {pos} ({m}): padding='{m.padding}' is not supported; give integers")
-            padding = (0, 0)
-        else:
-            padding = _pair(m.padding)
-        if m.groups != 1 or _pair(m.dilation) != (1, 1) or m.padding_mode != "zeros":
-            raise ValueError(
-                f"module {pos} ({m}): only groups=1, dilation=1 and zero padding are supported"
-            )
-        if len(shape) != 3 or shape[0] != m.in_channels:
-            raise ValueError(
-                f"module {pos} ({m}) expects input (channels={m.in_channels}, height, width) but receives {shape}"
-            )
-        conv = Conv(m.weight, m.bias, _pair(m.stride), padding, shape)
-        if min(conv.out_shape[1:]) <= 0:
-            raise ValueError(f"module {pos} ({m}) gives an empty output for input shape {shape}")
-        return conv
-    if isinstance(m, nn.Flatten):
-        if m.start_dim != 1 or m.end_dim != -1:
-            raise ValueError(f"module {pos} ({m}): only Flatten(start_dim=1, end_dim=-1) is supported")
-        return Reshape(shape, (_numel(shape),))
+        return [_convert_conv(pos, m, shape)]
+    if isinstance(m, (nn.Flatten, nn.Unflatten)):
+        return [Reshape(shape, reshaped_shape(pos, m, shape))]
+    if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+        return [convert_batchnorm(pos, m, shape)]
+    if isinstance(m, nn.AvgPool2d):
+        return [convert_avgpool(pos, m, shape)]
+    if isinstance(m, nn.AdaptiveAvgPool2d):
+        return [convert_adaptive_avgpool(pos, m, shape)]
+    if isinstance(m, Normalize):
+        return convert_normalize(pos, m, shape)
+    if isinstance(m, nn.Identity):
+        return []
     raise ValueError(f"unsupported module {pos}: {m}; lpverify supports {SUPPORTED_MODULES}")
+
+
+def _convert_conv(pos: int, m: nn.Conv2d, shape: Shape) -> Conv:
+    if isinstance(m.padding, str):
+        if m.padding != "valid":
+            raise ValueError(f"module {pos} ({m}): padding='{m.padding}' is not supported; give integers")
+        padding = (0, 0)
+    else:
+        padding = _pair(m.padding)
+    if m.groups != 1 or _pair(m.dilation) != (1, 1) or m.padding_mode != "zeros":
+        raise ValueError(
+            f"module {pos} ({m}): only groups=1, dilation=1 and zero padding are supported"
+        )
+    if len(shape) != 3 or shape[0] != m.in_channels:
+        raise ValueError(
+            f"module {pos} ({m}) expects input (channels={m.in_channels}, height, width) but receives {shape}"
+        )
+    conv = Conv(m.weight, m.bias, _pair(m.stride), padding, shape)
+    if min(conv.out_shape[1:]) <= 0:
+        raise ValueError(f"module {pos} ({m}) gives an empty output for input shape {shape}")
+    return conv
 
 
 def _make_block(ops: list[AffineOp]) -> AffineBlock:

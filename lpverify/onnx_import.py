@@ -3,15 +3,19 @@
 Supported operators (the graph must be a single chain from one input to one
 output)::
 
-    Gemm, MatMul, Add, Sub, Mul, Div, Conv, Relu, Flatten, Reshape, Identity
+    Gemm, MatMul, Add, Sub, Mul, Div, Conv, Relu, Flatten, Reshape, Identity,
+    BatchNormalization, AveragePool, GlobalAveragePool, Transpose
     (+ Constant nodes, read as initializers)
 
 Elementwise Add/Sub/Mul/Div by a constant (input normalisation, a MatMul's
-bias, ...) are composed into one pending map ``v ↦ s ⊙ v + t`` and folded
-exactly into a neighbouring affine layer: into the output of the previous
-Dense/Conv of the same block when possible, otherwise into the input of the
-next Dense/Conv; when neither is exact (e.g. a per-pixel shift in front of a
-zero-padded convolution) it becomes an explicit diagonal Dense op.
+bias, ...) become :class:`~lpverify.ops.Elementwise` ops with the file's
+constants as stored: a Div stays a true division, and no constant is
+multiplied into a neighbouring layer's weights (that product would round).
+The one fold is exact: an Add or Sub right after a Gemm, MatMul or Conv that
+has no bias becomes that bias (a Conv's only when constant over the image).
+BatchNormalization (inference form) becomes a :class:`~lpverify.ops.BatchNorm`
+op, AveragePool/GlobalAveragePool an :class:`~lpverify.ops.AvgPool`, and
+Transpose a :class:`~lpverify.ops.Permute`.
 
 A ReLU after the last affine layer (VNN-COMP's ``mnist_relu_9_200`` has one)
 becomes an extra identity block, so ``net(x)`` equals the ONNX output exactly.
@@ -22,7 +26,6 @@ else becomes float32).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -31,9 +34,12 @@ import torch
 
 from .io import read_maybe_gzipped
 from .network import AffineBlock, AffineOp, Conv, Dense, Network, Reshape, Shape, _make_block
+from .ops import AvgPool, BatchNorm, Elementwise, Permute
 
-SUPPORTED_OPS = ("Gemm", "MatMul", "Add", "Sub", "Div", "Mul", "Conv", "Relu", "Flatten", "Reshape", "Identity")
-_ELEMENTWISE = ("Add", "Sub", "Mul", "Div")
+SUPPORTED_OPS = (
+    "Gemm", "MatMul", "Add", "Sub", "Div", "Mul", "Conv", "Relu", "Flatten", "Reshape", "Identity",
+    "BatchNormalization", "AveragePool", "GlobalAveragePool", "Transpose",
+)
 
 
 class OnnxImportError(ValueError):
@@ -110,97 +116,32 @@ def _dims(value_info) -> list[int | str]:
     return dims
 
 
-# -- the pending elementwise map and its folding -------------------------------
-
-
-@dataclass
-class _Elementwise:
-    """``v ↦ scale ⊙ v + shift`` with float64 arrays of the current per-sample shape."""
-
-    scale: np.ndarray
-    shift: np.ndarray
-
-    @classmethod
-    def identity(cls, shape: Shape) -> "_Elementwise":
-        return cls(np.ones(shape), np.zeros(shape))
-
-    def is_identity(self) -> bool:
-        return bool(np.all(self.scale == 1.0) and np.all(self.shift == 0.0))
-
-    def reshape(self, shape: Shape) -> "_Elementwise":
-        return _Elementwise(self.scale.reshape(shape), self.shift.reshape(shape))
-
-
-def _per_channel(arr: np.ndarray) -> np.ndarray | None:
-    """The per-channel values of a (C, H, W) array constant over H and W, else None."""
-    flat = arr.reshape(arr.shape[0], -1)
-    return flat[:, 0] if np.all(flat == flat[:, :1]) else None
-
-
 def _tensor(arr: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
     return torch.from_numpy(np.array(arr, order="C")).to(dtype)  # a copy: initializers may be read-only
 
 
-def _f64(t: torch.Tensor | None, n: int) -> np.ndarray:
-    return np.zeros(n) if t is None else t.detach().double().numpy()
-
-
-def _fold_after(op: AffineOp, ew: _Elementwise) -> AffineOp | None:
-    """``ew ∘ op`` as one op, or None when the op's structure cannot absorb it exactly."""
-    if isinstance(op, Dense):
-        s, t = ew.scale.reshape(-1), ew.shift.reshape(-1)
-        w = op.weight if np.all(s == 1.0) else _tensor(s[:, None] * op.weight.double().numpy(), op.weight.dtype)
-        b = s * _f64(op.bias, s.size) + t
-        return Dense(w, _tensor(b, op.weight.dtype), op.in_shape)
-    if isinstance(op, Conv):
-        s, t = _per_channel(ew.scale), _per_channel(ew.shift)
-        if s is None or t is None:
-            return None
-        w = op.weight if np.all(s == 1.0) else _tensor(s[:, None, None, None] * op.weight.double().numpy(), op.weight.dtype)
-        b = s * _f64(op.bias, s.size) + t
-        return Conv(w, _tensor(b, op.weight.dtype), op.stride, op.padding, op.in_shape)
-    return None
-
-
-def _fold_before(op: AffineOp, ew: _Elementwise) -> AffineOp | None:
-    """``op ∘ ew`` as one op, or None when that is not exact (see module docstring)."""
-    if isinstance(op, Dense):
-        s, t = ew.scale.reshape(-1), ew.shift.reshape(-1)
-        w64 = op.weight.double().numpy()
-        w = op.weight if np.all(s == 1.0) else _tensor(w64 * s[None, :], op.weight.dtype)
-        b = _f64(op.bias, w64.shape[0]) + w64 @ t
-        return Dense(w, _tensor(b, op.weight.dtype), op.in_shape)
-    if isinstance(op, Conv):
-        s, t = _per_channel(ew.scale), _per_channel(ew.shift)
-        # Zero padding pads the *shifted* tensor, so a shift folds into the bias only without padding.
-        if s is None or t is None or (np.any(t != 0.0) and op.padding != (0, 0)):
-            return None
-        w64 = op.weight.double().numpy()
-        w = op.weight if np.all(s == 1.0) else _tensor(w64 * s[None, :, None, None], op.weight.dtype)
-        b = _f64(op.bias, w64.shape[0]) + np.einsum("oikl,i->o", w64, t)
-        return Conv(w, _tensor(b, op.weight.dtype), op.stride, op.padding, op.in_shape)
-    return None
-
-
-def _diagonal_ops(ew: _Elementwise, shape: Shape, dtype: torch.dtype) -> list[AffineOp]:
-    """The elementwise map as an explicit diagonal Dense (plus a Reshape back to ``shape``)."""
-    s, t = ew.scale.reshape(-1), ew.shift.reshape(-1)
-    ops: list[AffineOp] = [Dense(_tensor(np.diag(s), dtype), _tensor(t, dtype), shape)]
+def _identity_ops(shape: Shape, dtype: torch.dtype) -> list[AffineOp]:
+    """An exact identity as an explicit Dense (plus a Reshape back to ``shape``)."""
+    n = math.prod(shape)
+    ops: list[AffineOp] = [Dense(torch.eye(n, dtype=dtype), torch.zeros(n, dtype=dtype), shape)]
     if len(shape) > 1:
-        ops.append(Reshape((s.size,), shape))
+        ops.append(Reshape((n,), shape))
     return ops
 
 
-def _fold_into_previous(ops: list[AffineOp], ew: _Elementwise) -> list[AffineOp] | None:
-    """``ops`` with ``ew`` applied to their output, folded through trailing Reshapes; None if impossible."""
-    if not ops:
-        return None
-    last = ops[-1]
-    if isinstance(last, Reshape):
-        inner = _fold_into_previous(ops[:-1], ew.reshape(last.in_shape))
-        return None if inner is None else [*inner, last]
-    folded = _fold_after(last, ew)
-    return None if folded is None else [*ops[:-1], folded]
+def _absorbed_bias(op: AffineOp, shift: np.ndarray) -> AffineOp | None:
+    """A bias-free Dense or Conv with ``shift`` (per-sample shape) as its bias, when that is exact; else None."""
+    if isinstance(op, Dense) and op.bias is None:
+        return Dense(op.weight, _tensor(np.broadcast_to(shift, op.out_shape), shift_dtype(shift)), op.in_shape)
+    if isinstance(op, Conv) and op.bias is None:
+        flat = np.broadcast_to(shift, op.out_shape).reshape(op.out_shape[0], -1)
+        if np.all(flat == flat[:, :1]):
+            return Conv(op.weight, _tensor(flat[:, 0], shift_dtype(shift)), op.stride, op.padding, op.in_shape)
+    return None
+
+
+def shift_dtype(arr: np.ndarray) -> torch.dtype:
+    return torch.float64 if arr.dtype == np.float64 else torch.float32
 
 
 # -- the chain walk ------------------------------------------------------------
@@ -218,7 +159,6 @@ class _Importer:
         self.shape: Shape = graph_shape
         self.blocks: list[AffineBlock] = []
         self.ops: list[AffineOp] = []
-        self.pending = _Elementwise.identity(graph_shape)
         if input_shape is not None:
             shape = tuple(int(d) for d in input_shape)
             if math.prod(shape) != math.prod(graph_shape) or any(d <= 0 for d in shape):
@@ -321,44 +261,20 @@ class _Importer:
             raise self._error(where, node.op_type, f"input {position} ('{name}') must be a constant")
         return self.consts[name]
 
-    def _flush_pending(self) -> None:
-        """Apply the pending elementwise map to the ops built so far (folded when possible)."""
-        if self.pending.is_identity():
-            return
-        folded = _fold_into_previous(self.ops, self.pending)
-        self.ops = folded if folded is not None else [*self.ops, *_diagonal_ops(self.pending, self.shape, self.dtype)]
-        self.pending = _Elementwise.identity(self.shape)
-
     def _add_affine(self, op: AffineOp) -> None:
-        """Append a Dense/Conv, folding the pending elementwise map into it or its predecessor."""
-        if not self.pending.is_identity():
-            folded = _fold_into_previous(self.ops, self.pending)
-            if folded is not None:
-                self.ops = folded
-            else:
-                before = _fold_before(op, self.pending)
-                if before is not None:
-                    op = before
-                else:
-                    self.ops += _diagonal_ops(self.pending, self.shape, self.dtype)
+        """Append an op and move the current shape to its output."""
         self.ops.append(op)
         self.shape = op.out_shape
-        self.pending = _Elementwise.identity(self.shape)
 
     def _set_shape(self, shape: Shape) -> None:
-        """A reshape: an op in the IR, and the pending map follows it elementwise."""
+        """A reshape: an op in the IR (no arithmetic)."""
         if shape != self.shape:
-            self.ops.append(Reshape(self.shape, shape))
-            self.pending = self.pending.reshape(shape)
-            self.shape = shape
+            self._add_affine(Reshape(self.shape, shape))
 
     def _finish(self) -> None:
-        self._flush_pending()
         if not self.ops:
             # The graph ends with a ReLU: an identity block keeps the output exact.
-            n = math.prod(self.shape)
-            self.ops = _diagonal_ops(_Elementwise.identity(self.shape), self.shape, self.dtype)
-            assert self.ops[0].out_shape == (n,)
+            self.ops = _identity_ops(self.shape, self.dtype)
         self.blocks.append(_make_block(self.ops))
 
     def _check_output(self, net: Network) -> None:
@@ -376,7 +292,6 @@ class _Importer:
         return None
 
     def _op_relu(self, node, where: str) -> None:
-        self._flush_pending()
         if not self.ops:
             what = "the network input" if not self.blocks else "another ReLU"
             raise self._error(where, "Relu", f"applies a ReLU directly to {what}; it must follow an affine layer")
@@ -490,41 +405,107 @@ class _Importer:
         self._add_affine(conv)
 
     def _broadcast_constant(self, node, value: np.ndarray, where: str) -> np.ndarray:
-        """A constant operand as a float64 array of the per-sample shape (the batch dim must be 1)."""
-        value = value.astype(np.float64)
+        """A constant operand aligned to the per-sample shape (batch dim dropped, broadcastable), in its float dtype."""
+        value = _float_array(np.asarray(value))
         if value.ndim == len(self.shape) + 1:
             if value.shape[0] != 1:
                 raise self._error(where, node.op_type, f"constant of shape {value.shape} varies over the batch")
             value = value[0]
-        if value.ndim > len(self.shape):
-            raise self._error(where, node.op_type, f"constant of shape {value.shape} does not broadcast to {self.shape}")
         try:
-            return np.broadcast_to(value, self.shape).copy()
+            ok = value.ndim <= len(self.shape) and np.broadcast_shapes(value.shape, self.shape) == self.shape
         except ValueError:
+            ok = False
+        if not ok:
             raise self._error(
                 where, node.op_type, f"constant of shape {value.shape} does not broadcast to the tensor shape {self.shape}"
-            ) from None
+            )
+        return value
 
     def _elementwise(self, node, where: str) -> None:
+        """Add/Sub/Mul/Div by a constant as an exact elementwise op (a bias-free layer's bias for Add/Sub)."""
         op = node.op_type
         const_first = node.input[0] in self.consts
         c = self._broadcast_constant(node, self.consts[node.input[0 if const_first else 1]], where)
-        s, t = self.pending.scale, self.pending.shift
-        if op == "Add":
-            t = t + c
-        elif op == "Sub":
-            s, t = (-s, c - t) if const_first else (s, t - c)
+        dtype = shift_dtype(c)
+        if op in ("Add", "Sub") and not (op == "Sub" and const_first):
+            shift = c if op == "Add" else -c  # negation is exact
+            absorbed = _absorbed_bias(self.ops[-1], shift) if self.ops else None
+            if absorbed is not None:
+                self.ops[-1] = absorbed
+                return
+            self._add_affine(Elementwise(None, _tensor(shift, dtype), self.shape))
+        elif op == "Sub":  # c − x
+            self._add_affine(Elementwise(torch.tensor(-1.0, dtype=dtype), _tensor(c, dtype), self.shape))
         elif op == "Mul":
-            s, t = s * c, t * c
+            self._add_affine(Elementwise(_tensor(c, dtype), None, self.shape))
         else:  # Div
             if const_first:
                 raise self._error(where, "Div", "dividing a constant by the tensor (c / x) is not affine")
             if np.any(c == 0):
                 raise self._error(where, "Div", "division by a constant containing zeros")
-            s, t = s / c, t / c
-        self.pending = _Elementwise(s, t)
+            self._add_affine(Elementwise(_tensor(c, dtype), None, self.shape, divide=True))
 
     _op_add = _op_sub = _op_mul = _op_div = _elementwise
+
+    def _op_batchnormalization(self, node, where: str) -> None:
+        """BatchNormalization in inference form: Y = scale (X − mean) / √(var + ε) + B, per channel."""
+        attrs = _attributes(node)
+        if int(attrs.get("training_mode", 0)) != 0 or len([o for o in node.output if o]) > 1:
+            raise self._error(where, "BatchNormalization", "training mode (batch statistics) is not supported; "
+                              "export the model in eval mode")
+        if int(attrs.get("spatial", 1)) != 1:
+            raise self._error(where, "BatchNormalization", "spatial=0 is not supported")
+        scale, bias, mean, var = (self._const(node, i, where) for i in range(1, 5))
+        channels = self.shape[0]
+        if any(a.shape != (channels,) for a in (scale, bias, mean, var)):
+            raise self._error(where, "BatchNormalization", f"parameters of shapes {[a.shape for a in (scale, bias, mean, var)]} "
+                              f"do not match the {channels} channels of {self.shape}")
+        dtype = self._dtype_of(_float_array(scale))
+        g, b, m, v = (_tensor(_float_array(a), dtype) for a in (scale, bias, mean, var))
+        self._add_affine(BatchNorm(g, b, m, v, float(attrs.get("epsilon", 1e-5)), self.shape, dtype))
+
+    def _pool_geometry(self, node, where: str) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]]:
+        """Kernel, strides and symmetric pads of a 2-D AveragePool, or a clear error."""
+        attrs = _attributes(node)
+        kernel = [int(k) for k in attrs.get("kernel_shape", [])]
+        if len(kernel) != 2 or len(self.shape) != 3:
+            raise self._error(where, "AveragePool", f"only 2-D pooling of (C, H, W) tensors is supported "
+                              f"(kernel_shape {kernel}, input {self.shape})")
+        if int(attrs.get("ceil_mode", 0)) != 0:
+            raise self._error(where, "AveragePool", "ceil_mode=1 is not supported; only floor output sizes")
+        if any(int(d) != 1 for d in attrs.get("dilations", [1, 1])):
+            raise self._error(where, "AveragePool", f"dilations={list(attrs['dilations'])} are not supported; only 1")
+        auto_pad = attrs.get("auto_pad", b"NOTSET")
+        auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else str(auto_pad)
+        if auto_pad not in ("NOTSET", "VALID"):
+            raise self._error(where, "AveragePool", f"auto_pad={auto_pad} is not supported; give explicit symmetric pads")
+        pads = [int(p) for p in attrs.get("pads", [0, 0, 0, 0])] if auto_pad == "NOTSET" else [0, 0, 0, 0]
+        if len(pads) != 4 or pads[0] != pads[2] or pads[1] != pads[3]:
+            raise self._error(where, "AveragePool", f"asymmetric pads {pads} are not supported; only symmetric padding")
+        strides = [int(s) for s in attrs.get("strides", [1, 1])]
+        return (kernel[0], kernel[1]), (strides[0], strides[1]), (pads[0], pads[1])
+
+    def _op_averagepool(self, node, where: str) -> None:
+        kernel, stride, padding = self._pool_geometry(node, where)
+        include = bool(int(_attributes(node).get("count_include_pad", 0)))  # ONNX's default excludes the padding
+        try:
+            self._add_affine(AvgPool(kernel, stride, padding, self.shape, include))
+        except ValueError as e:
+            raise self._error(where, "AveragePool", str(e)) from None
+
+    def _op_globalaveragepool(self, node, where: str) -> None:
+        if len(self.shape) != 3:
+            raise self._error(where, "GlobalAveragePool", f"only (C, H, W) tensors are supported, got {self.shape}")
+        kernel = (self.shape[1], self.shape[2])
+        self._add_affine(AvgPool(kernel, kernel, (0, 0), self.shape))
+
+    def _op_transpose(self, node, where: str) -> None:
+        rank = len(self.shape) + 1
+        perm = [int(p) for p in _attributes(node).get("perm", list(range(rank))[::-1])]
+        if sorted(perm) != list(range(rank)) or perm[0] != 0:
+            raise self._error(where, "Transpose", f"perm {perm} must keep the batch dimension first")
+        if perm != list(range(rank)):
+            self._add_affine(Permute(tuple(p - 1 for p in perm[1:]), self.shape))
 
 
 def load_onnx(path: str | Path, input_shape: Sequence[int] | None = None) -> Network:

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from .network import Network
+from .ops import Normalize
 
 INPUT_SHAPES = {"mnist": (1, 28, 28), "fashion_mnist": (1, 28, 28), "svhn": (3, 32, 32), "har": (561,)}
 
@@ -55,6 +56,34 @@ def toy_2d_network(seed: int) -> nn.Sequential:
     for i, (a, b) in enumerate(zip(widths, widths[1:])):
         layers += [nn.Linear(a, b), nn.ReLU()] if i < len(widths) - 2 else [nn.Linear(a, b)]
     return nn.Sequential(*layers)
+
+
+def bn_pool_convnet(
+    in_channels: int = 1,
+    in_size: int = 28,
+    n_classes: int = 10,
+    mean: tuple[float, ...] = (0.1307,),
+    std: tuple[float, ...] = (0.3081,),
+    width: int = 16,
+) -> nn.Sequential:
+    """Normalize – Conv(w, 3×3, p1) – BN – ReLU – AvgPool(2) – Conv(2w, 3×3, p1) – BN – ReLU – global average – Linear.
+
+    Every affine layer beyond Linear/Conv that lpverify supports, in a small
+    network (MNIST statistics by default); ``in_size`` must be even.
+    """
+    return nn.Sequential(
+        Normalize(mean, std),
+        nn.Conv2d(in_channels, width, 3, padding=1),
+        nn.BatchNorm2d(width),
+        nn.ReLU(),
+        nn.AvgPool2d(2),
+        nn.Conv2d(width, 2 * width, 3, padding=1),
+        nn.BatchNorm2d(2 * width),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(2 * width, n_classes),
+    )
 
 
 def paper_model(name: str) -> nn.Sequential:

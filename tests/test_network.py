@@ -109,7 +109,9 @@ def test_float32_parameters_run_in_float64():
     "model, kwargs, message",
     [
         (nn.Sequential(nn.Linear(3, 4), nn.Sigmoid(), nn.Linear(4, 2)), {}, "Sigmoid"),
-        (nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2), nn.BatchNorm1d(2)), {}, "BatchNorm1d"),
+        (nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2), nn.BatchNorm1d(2, track_running_stats=False)), {},
+         r"module 3 \(BatchNorm1d.*track_running_stats=False"),
+        (nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Dropout()), {}, "unsupported module Dropout"),
         (nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8, 2)), {}, "input_shape is required"),
         (nn.Sequential(nn.ReLU(), nn.Linear(3, 2)), {}, "first layer"),
         (nn.Sequential(nn.Linear(3, 4), nn.ReLU()), {}, "ends with a ReLU"),

@@ -1,4 +1,4 @@
-"""ONNX import: torch exports, the VNN-COMP networks, exact folding of normalisation, clear errors."""
+"""ONNX import: torch exports, the VNN-COMP networks, normalisation as exact elementwise ops, clear errors."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from onnx.reference import ReferenceEvaluator  # noqa: E402
 import lpverify as lv  # noqa: E402
 from conftest import shared_path  # noqa: E402
 from lpverify.network import Conv, Dense  # noqa: E402
+from lpverify.ops import Elementwise  # noqa: E402
 from lpverify.onnx_import import OnnxImportError, load_onnx  # noqa: E402
 
 MNIST_FC = ("mnist-net_256x2", "mnist-net_256x4", "mnist-net_256x6")
@@ -155,11 +156,11 @@ def test_eran_sigmoid_network_is_rejected_naming_the_op():
         load_onnx(path)
 
 
-# -- (c) exact folding of elementwise maps -------------------------------------------
+# -- (c) elementwise maps: exact ops holding the file's constants ---------------------
 
 
 @pytest.mark.parametrize("const_shape", [(1, 1, 1, 1), (1, 2, 1, 1), (2, 3, 3)], ids=["scalar", "per-channel", "per-element"])
-def test_sub_div_normalisation_folds_exactly_into_gemm(tmp_path, const_shape):
+def test_sub_div_normalisation_becomes_exact_elementwise_ops(tmp_path, const_shape):
     mean = rng.uniform(0.1, 0.5, const_shape).astype(np.float32)
     std = rng.uniform(0.2, 0.4, const_shape).astype(np.float32)
     w1, b1, w2, b2 = f32(7, 18), f32(7), f32(4, 7), f32(4)
@@ -174,23 +175,29 @@ def test_sub_div_normalisation_folds_exactly_into_gemm(tmp_path, const_shape):
     inits = {"mean": mean, "std": std, "w1": w1, "b1": b1, "w2": w2, "b2": b2}
     path = make_model(nodes, inits, (1, 2, 3, 3), (1, 4), tmp_path / "norm.onnx")
     net = load_onnx(path)
-    # Folded: two blocks of one Dense each, no extra op for the normalisation.
-    assert [len(b.ops) for b in net.blocks] == [1, 1] and net.input_shape == (2, 3, 3)
+    # Nothing is multiplied into the weights (that would round): a shift, a true division, then the Gemm as stored.
+    sub, div, dense = net.blocks[0].ops
+    assert isinstance(sub, Elementwise) and sub.scale is None and not sub.divide
+    assert isinstance(div, Elementwise) and div.shift is None and div.divide
+    assert torch.equal(sub.shift, torch.from_numpy(-mean.reshape(mean.shape[-3:])))
+    assert torch.equal(div.scale, torch.from_numpy(std.reshape(std.shape[-3:])))
+    assert torch.equal(dense.weight, torch.from_numpy(w1)) and torch.equal(dense.bias, torch.from_numpy(b1))
+    assert net.input_shape == (2, 3, 3)
     x = rng.uniform(0, 1, (30, 2, 3, 3)).astype(np.float32)
     z = ((x - mean) / std).reshape(30, -1) @ w1.T + b1
     expected = np.maximum(z, 0) @ w2.T + b2
     np.testing.assert_allclose(outputs(net, x), expected, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(outputs(net, x), reference(path, x), rtol=1e-5, atol=1e-5)
-    # The folded first layer is W diag(1/s), b − W (m/s).
-    scale = np.broadcast_to(1 / std.astype(np.float64), (1, 2, 3, 3)).reshape(-1)
-    shift = np.broadcast_to(mean.astype(np.float64) / std, (1, 2, 3, 3)).reshape(-1)
-    dense = net.blocks[0].ops[0]
-    np.testing.assert_allclose(dense.weight.numpy(), w1 * scale, rtol=1e-6)
-    np.testing.assert_allclose(dense.bias.numpy(), b1 - w1.astype(np.float64) @ shift, rtol=1e-5, atol=1e-6)
+    # In float64 the IR computes exactly what numpy does in float64 with the same operation order.
+    x64 = x.astype(np.float64)
+    z64 = ((x64 - mean) / std).reshape(30, -1) @ w1.T.astype(np.float64) + b1
+    with torch.no_grad():
+        first = net.blocks[0](torch.from_numpy(x64)).numpy()
+    np.testing.assert_allclose(first, z64, rtol=1e-13, atol=1e-13)
 
 
-def test_float64_graph_keeps_float64_and_folds_to_machine_precision(tmp_path):
-    mean, std = np.array([[0.25]]), np.array([[0.5]])
+def test_float64_graph_keeps_float64_constants(tmp_path):
+    mean, std = np.array([[0.25]]), np.array([[0.3]])
     w, b = rng.standard_normal((3, 5)), rng.standard_normal(3)
     nodes = [
         helper.make_node("Sub", ["x", "mean"], ["s"]),
@@ -199,9 +206,9 @@ def test_float64_graph_keeps_float64_and_folds_to_machine_precision(tmp_path):
     ]
     path = make_model(nodes, {"mean": mean, "std": std, "w": w, "b": b}, (1, 5), (1, 3), tmp_path / "f64.onnx", TensorProto.DOUBLE)
     net = load_onnx(path)
-    assert net.blocks[0].ops[0].weight.dtype == torch.float64
+    assert [p.dtype for p in net.parameters()] == [torch.float64] * 4
     x = rng.uniform(0, 1, (10, 5))
-    np.testing.assert_allclose(outputs(net, x), ((x - 0.25) / 0.5) @ w.T + b, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(outputs(net, x), ((x - 0.25) / 0.3) @ w.T + b, rtol=1e-13, atol=1e-13)
 
 
 @pytest.mark.parametrize("padding", [0, 1])
@@ -213,29 +220,42 @@ def test_normalised_conv_net_with_matmul_add_mul_reshape_matches_reference(tmp_p
         helper.make_node("Sub", ["x", "mean"], ["s"]),
         helper.make_node("Mul", ["s", "k"], ["m"]),  # multiply by the inverse std
         helper.make_node("Identity", ["m"], ["i"]),
-        helper.make_node("Conv", ["i", "cw", "cb"], ["c"], pads=[padding] * 4, strides=[1, 1], kernel_shape=[3, 3]),
-        helper.make_node("Add", ["cadd", "c"], ["ca"]),  # a per-channel constant after the conv, constant first
+        helper.make_node("Conv", ["i", "cw"], ["c"], pads=[padding] * 4, strides=[1, 1], kernel_shape=[3, 3]),
+        helper.make_node("Add", ["cadd", "c"], ["ca"]),  # a per-channel constant after a bias-free conv, constant first
         helper.make_node("Relu", ["ca"], ["r"]),
         helper.make_node("Reshape", ["r", "shape"], ["f"]),
         helper.make_node("MatMul", ["f", "mw"], ["h"]),
-        helper.make_node("Add", ["h", "mb"], ["y"]),
+        helper.make_node("Add", ["h", "mb"], ["hb"]),
+        helper.make_node("Sub", ["one", "hb"], ["y"]),  # c − x: scale −1, shift c
     ]
     inits = {
         "k": np.array([2.0, 4.0], np.float32).reshape(2, 1, 1),
         "cw": f32(3, 2, 3, 3),
-        "cb": f32(3),
         "cadd": f32(1, 3, 1, 1),
         "shape": np.array([1, -1], np.int64),
         "mw": f32(3 * out * out, 5),
         "mb": f32(5),
+        "one": np.ones((1, 5), np.float32),
     }
     path = make_model(nodes, inits, (1, 2, side, side), (1, 5), tmp_path / "conv.onnx")
     net = load_onnx(path)
     assert [b.out_shape for b in net.blocks] == [(3, out, out), (5,)]
-    # Without padding the shift folds into the conv bias; with padding it cannot be (exactly), so a diagonal op precedes it.
-    assert len(net.blocks[0].ops) == (1 if padding == 0 else 3)
+    # The Adds after the bias-free Conv and MatMul become their biases as stored (no arithmetic).
+    assert [type(op) for op in net.blocks[0].ops] == [Elementwise, Elementwise, Conv]
+    assert torch.equal(net.blocks[0].ops[2].bias, torch.from_numpy(inits["cadd"].reshape(3)))
+    assert [type(op) for op in net.blocks[1].ops] == [Dense, Elementwise]
+    assert torch.equal(net.blocks[1].ops[0].bias, torch.from_numpy(inits["mb"]))
     x = rng.uniform(0, 1, (12, 2, side, side)).astype(np.float32)
     np.testing.assert_allclose(outputs(net, x), reference(path, x), rtol=1e-5, atol=1e-5)
+
+
+def test_add_after_a_biased_layer_stays_a_separate_shift(tmp_path):
+    """b + c would round: the shift is its own op, and the Gemm keeps its bias as stored."""
+    w, b, c = f32(3, 4), f32(3), f32(1, 3)
+    nodes = [helper.make_node("Gemm", ["x", "w", "b"], ["h"], transB=1), helper.make_node("Add", ["h", "c"], ["y"])]
+    path = make_model(nodes, {"w": w, "b": b, "c": c}, (1, 4), (1, 3), tmp_path / "add.onnx")
+    dense, shift = load_onnx(path).blocks[0].ops
+    assert torch.equal(dense.bias, torch.from_numpy(b)) and torch.equal(shift.shift, torch.from_numpy(c[0]))
 
 
 # -- (d) unsupported graphs ------------------------------------------------------------
