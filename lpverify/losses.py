@@ -85,7 +85,10 @@ def projected_bounds(net: Network, ball: LinfBall, k: int = 50, *, generator: to
     first layer once, as in the paper's code; the crossing units' projection
     matrices are shared by the batch too (drawn once per layer, not once per
     example). Examples' estimates are then correlated, which training does
-    not mind; each is still the median of k Cauchy projections. Not a bound:
+    not mind; each is still the median of k Cauchy projections. A layer where
+    at most k units cross in every example keeps one exact column per
+    crossing unit instead (fewer columns, no estimate): late in training,
+    when few units cross, the loss is then mostly exact. Not a bound:
     training only.
 
     Args:
@@ -107,37 +110,70 @@ def projected_bounds(net: Network, ball: LinfBall, k: int = 50, *, generator: to
     if bool((rad == rad[:, :1]).all()):  # one radius per example (no clamp): one push of k columns serves the batch
         r_in = cauchy((k, *ball.shape), ball.mid, generator)
         scale = rad[:, 0].view(batch, 1, *([1] * len(first.out_shape)))
-        proj_in = first.linear(r_in).unsqueeze(0) * scale
+        shared = first.linear(r_in).unsqueeze(0)  # (1, k, *s)
+        proj_in = shared * scale
+        spread = _median_abs(shared) * scale.squeeze(1)  # median_k |r·P_k| = r·median_k |P_k| for r > 0
     else:
         r_in = cauchy((batch, k, *ball.shape), ball.mid, generator) * ball.rad.unsqueeze(1)
         proj_in = first.linear(r_in.reshape(batch * k, *ball.shape)).view(batch, k, *first.out_shape)
+        spread = _median_abs(proj_in)
     offset = first(ball.mid)
-    spread = _median_abs(proj_in)
     lower, upper = [offset - spread], [offset + spread]
     # Per earlier hidden layer: (Σ_j ℓ_j col_j (batch, 1, *s), Σ_j ℓ_j R_jk col_j (batch, k, *s)).
-    layers: list[tuple[Tensor, Tensor]] = []
+    # Per earlier hidden layer: (Σ_j ℓ_j col_j (batch, 1, *s), Σ_j ℓ_j R_jk col_j (batch, k, *s)), or
+    # (None, the columns ℓ_j col_j themselves (batch, K, *s)) where at most k units cross (_fresh_columns).
+    layers: list[tuple[Tensor | None, Tensor]] = []
     for block in net.blocks[1:]:
         lo, up = lower[-1], upper[-1]
         slope = relu_slope(lo, up)
-        fresh = torch.where(crossing(lo, up), lo * slope, torch.zeros_like(lo)).unsqueeze(1)  # ℓ_j d_j on I
-        fresh_proj = fresh * cauchy((1, k, *lo.shape[1:]), lo, generator)  # one projection matrix for the batch
-        scaled = [slope.unsqueeze(1) * t for pair in layers for t in pair]  # D of this layer on old columns
-        parts = [slope.unsqueeze(1) * proj_in, *scaled, fresh, fresh_proj]
+        new = _fresh_columns(lo, slope, crossing(lo, up), k, generator)
+        carried = layers + ([] if new is None else [new])
+        parts = [proj_in] + [t for pair in carried for t in pair if t is not None]
+        d = slope.unsqueeze(1)  # D of this layer on the old columns (the new ones carry their d_j already)
+        n_old = 1 + sum(1 for pair in layers for t in pair if t is not None)
+        parts = [d * p if i < n_old else p for i, p in enumerate(parts)]
         widths = [p.shape[1] for p in parts]
         pushed = block.linear(torch.cat(parts, 1).reshape(-1, *block.in_shape)).view(batch, -1, *block.out_shape)
-        pieces = list(torch.split(pushed, widths, dim=1))
-        proj_in = pieces[0]
-        layers = [(pieces[i], pieces[i + 1]) for i in range(1, len(pieces), 2)]
+        pieces = iter(torch.split(pushed, widths, dim=1))
+        proj_in = next(pieces)
+        layers = [(None if linear is None else next(pieces), next(pieces)) for linear, _ in carried]
         offset = block(slope * offset)
         spread = _median_abs(proj_in)
         lo, up = offset - spread, offset + spread
-        for linear, proj in layers:
-            l1, lin = _median_abs(proj), linear.squeeze(1)
+        for linear, cols in layers:
+            if linear is None:  # exact: Σ_j |ℓ_j col_j| and Σ_j ℓ_j col_j
+                l1, lin = cols.abs().sum(1), cols.sum(1)
+            else:
+                l1, lin = _median_abs(cols), linear.squeeze(1)
             lo = lo - (l1 + lin) / 2
             up = up + (l1 - lin) / 2
         lower.append(lo)
         upper.append(up)
     return Bounds(tuple(lower), tuple(upper))
+
+
+def _fresh_columns(lower: Tensor, slope: Tensor, cross: Tensor, k: int,
+                   generator: torch.Generator | None) -> tuple[Tensor | None, Tensor] | None:
+    """A layer's crossing units as columns for :func:`projected_bounds`, (batch, ·, *s).
+
+    None where no unit of the batch crosses. Where at most k units cross in
+    every example, their K columns ``ℓ_j d_j e_j`` themselves (None, columns):
+    no more columns than k projections, and exact. Otherwise
+    ``(Σ_j ℓ_j d_j e_j, its k Cauchy projections)``, one projection matrix
+    for the batch.
+    """
+    batch = lower.shape[0]
+    fresh = torch.where(cross, lower * slope, torch.zeros_like(lower))  # ℓ_j d_j on I
+    n = int(cross.flatten(1).sum(1).max()) if batch else 0
+    if n == 0:
+        return None
+    if n <= k:
+        flat = fresh.flatten(1)
+        index = torch.topk(cross.flatten(1).to(flat.dtype), n, dim=1).indices  # crossing units first, then zeros
+        cols = flat.new_zeros(batch, n, flat.shape[1]).scatter(2, index.unsqueeze(2), flat.gather(1, index).unsqueeze(2))
+        return None, cols.view(batch, n, *lower.shape[1:])
+    fresh = fresh.unsqueeze(1)
+    return fresh, fresh * cauchy((1, k, *lower.shape[1:]), lower, generator)
 
 
 def margin_estimates(
