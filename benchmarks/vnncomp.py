@@ -27,9 +27,13 @@ and makes the script exit 1.
     python benchmarks/vnncomp.py --max-timeout 30      # cap every instance's timeout
     python benchmarks/vnncomp.py --quick               # a handful of instances, short timeouts (CI)
     python benchmarks/vnncomp.py --workers 2 --threads 1   # two instances at a time, one thread each
+    python benchmarks/vnncomp.py --cluster dask://HOST:8786 --threads 1   # on a Dask cluster's workers
 
 Instances run in ``--workers`` processes of ``--threads`` threads each
-(:func:`lpverify.pool.pool_map`); timings are per instance, wall clock.
+(:func:`lpverify.pool.pool_map`), or with ``--cluster`` on the workers of a
+Dask cluster (``dask scheduler``, then ``dask worker HOST:8786 --nthreads 1``
+on each machine, with lpverify installed and --root at the same path), each
+instance with ``--threads`` torch threads; timings are per instance, wall clock.
 """
 
 from __future__ import annotations
@@ -50,7 +54,7 @@ import lpverify as lv
 from lpverify.attacks import pgd_objective
 from lpverify.io import atomic_write_text, write_csv
 from lpverify.onnx_import import OnnxImportError, reference_outputs
-from lpverify.pool import pool_map
+from lpverify.pool import CLUSTER_HELP, ClusterError, dask_address, open_cluster, pool_map
 from lpverify.verify import property_ball, verify_property
 from lpverify.vnnlib import VnnlibProperty, read_vnnlib
 
@@ -235,7 +239,7 @@ def run_benchmark(name: str, args: argparse.Namespace) -> tuple[list[dict], list
     rows, problems = [], []
     timeouts = [min(inst.timeout, args.max_timeout) if args.max_timeout else inst.timeout for inst in todo]
     jobs = [(inst, t, args.pgd_steps, args.method) for inst, t in zip(todo, timeouts)]
-    results = pool_map(_job, jobs, workers=args.workers, threads=args.threads)
+    results = pool_map(_job, jobs, workers=args.workers, threads=args.threads, executor=getattr(args, "executor", None))
     for inst, timeout, (result, method, seconds, prepare) in zip(todo, timeouts, results):
         tools = truth.get(inst.key, {})
         agreed = settled.get(inst.key) or consensus(tools)
@@ -282,7 +286,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--method", choices=("bab", "chain"), default="bab",
                         help="branch and bound (default) or the chain PGD, dual, LP, MILP")
     parser.add_argument("--workers", type=int, default=1, help="instances run at once, each in its own process")
-    parser.add_argument("--threads", type=int, default=2, help="torch threads per worker")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads per worker (per instance with --cluster)")
+    parser.add_argument("--cluster", default=None, metavar="ADDRESS", help=CLUSTER_HELP)
     parser.add_argument("--write-results", action="store_true",
                         help="refresh the committed benchmarks/results/; without it a run writes to out/vnncomp/")
     parser.add_argument("--results", type=Path, default=None, help="folder for the CSV and markdown files (overrides the above)")
@@ -290,6 +295,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--from-csv", type=Path, default=None,
                         help="rebuild the summary from the CSV of an earlier run instead of running")
     args = parser.parse_args(argv)
+    if args.cluster is not None:
+        try:
+            dask_address(args.cluster)
+        except ClusterError as err:
+            parser.error(str(err))
     args.results = args.results or (ROOT / "benchmarks" / "results" if args.write_results else ROOT / "out" / "vnncomp")
     print(f"writing results to {args.results}", flush=True)
     if args.quick and args.max_timeout is None:
@@ -302,22 +312,35 @@ def main(argv: list[str] | None = None) -> int:
         f" --benchmark {args.benchmark}" if args.benchmark != "all" else "") + (
         f" --method {args.method}" if args.method != "bab" else "") + (
         f" --workers {args.workers}" if args.workers != 1 else "") + (
-        f" --threads {args.threads}" if args.threads != 2 else "")
+        f" --threads {args.threads}" if args.threads != 2 else "") + (
+        f" --cluster {args.cluster}" if args.cluster else "")
     threads = args.threads * max(1, args.workers)
-    lines += [f"Command: `{command}` ({threads} threads in all: {max(1, args.workers)} worker(s) of {args.threads}). "
+    where = (f"instances on the Dask cluster's workers, {args.threads} thread(s) each" if args.cluster
+             else f"{threads} threads in all: {max(1, args.workers)} worker(s) of {args.threads}")
+    lines += [f"Command: `{command}` ({where}). "
               f"Published results: VNN-COMP {', '.join(str(BENCHMARKS[n][3]) for n in names)} "
               "(each tool on its own hardware, with the full timeouts).", ""]
     if args.note:
         lines += [args.note, ""]
     earlier = list(csv.DictReader(args.from_csv.open())) if args.from_csv else None
-    for name in names:
-        if earlier is None:
-            rows, p = run_benchmark(name, args)
-        else:
-            rows, p = [{**r, "decided_by": relative(r["decided_by"], args.root)} for r in earlier if r["benchmark"] == name], []
-        all_rows += rows
-        problems += p
-        lines += summary(rows, name, args.root)
+    args.executor = None
+    try:
+        if args.cluster is not None and earlier is None:
+            args.executor = open_cluster(args.cluster, threads=args.threads, workers=args.workers)
+        for name in names:
+            if earlier is None:
+                rows, p = run_benchmark(name, args)
+            else:
+                rows, p = [{**r, "decided_by": relative(r["decided_by"], args.root)} for r in earlier if r["benchmark"] == name], []
+            all_rows += rows
+            problems += p
+            lines += summary(rows, name, args.root)
+    except ClusterError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    finally:
+        if args.executor is not None:
+            args.executor.shutdown(cancel_futures=True)
     suffix = "_quick" if args.quick else ""
     write_csv(args.results / f"vnncomp{suffix}.csv", all_rows, list(all_rows[0]))
     atomic_write_text(args.results / f"vnncomp{suffix}.md", "\n".join(lines))

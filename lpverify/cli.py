@@ -3,6 +3,7 @@
     lpverify verify MODEL --eps 0.1 --method dual --output verdicts.jsonl
     lpverify verify net.onnx --vnnlib p1.vnnlib p2.vnnlib --method milp --time-limit 60
     lpverify run-instances instances.csv --output results.csv
+    lpverify run-instances instances.csv --cluster dask://HOST:8786 --output results.csv
     lpverify tightness MODEL --eps 0.1
     lpverify attack MODEL --eps 0.1 --attack pgd
     lpverify max-eps MODEL --eps 0.1
@@ -29,6 +30,7 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from . import checks, tasks
+from .pool import CLUSTER_HELP, ClusterError, dask_address
 from .runner import (
     ExitCode,
     InputError,
@@ -124,8 +126,12 @@ def run_items(args: argparse.Namespace, task: Task, desc: str) -> int:
     sink = (RowSink(args.output, task.columns, task.key, args.resume, header=task.header, status_of=task.status_of)
             if args.output else None)
     progress = not args.quiet and sys.stderr.isatty()
-    result = run_task(task, args, context, Limits(math.inf if args.time_limit is None else args.time_limit, args.budget), sink, workers=args.workers,
-                      progress=progress, debug=args.debug, desc=desc)
+    try:
+        result = run_task(task, args, context, Limits(math.inf if args.time_limit is None else args.time_limit, args.budget), sink,
+                          workers=args.workers, threads=args.threads, cluster=args.cluster, progress=progress,
+                          debug=args.debug, desc=desc)
+    except ClusterError as err:
+        raise InputError(str(err)) from None
     return report(args, result, task)
 
 
@@ -258,6 +264,9 @@ def _run_args(p: argparse.ArgumentParser, time_limit: float | None = TIME_LIMIT)
                    help="wall-clock seconds for the whole run; rows not started then are left for --resume")
     p.add_argument("--workers", type=checks.count(1), default=1, metavar="N",
                    help="processes over the items (same rows, same order as one process)")
+    p.add_argument("--threads", type=checks.count(1), default=None, metavar="N",
+                   help="torch threads per worker (default: the cores shared among --workers; 1 per job with --cluster)")
+    p.add_argument("--cluster", default=None, metavar="ADDRESS", help=CLUSTER_HELP + " (same rows, same order)")
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
@@ -378,6 +387,11 @@ def _check_args(args: argparse.Namespace) -> None:
         raise InputError(f"--clamp {args.clamp[0]} {args.clamp[1]}: LOW must be ≤ HIGH")
     if hasattr(args, "device"):
         checks.device(args.device)
+    if getattr(args, "cluster", None) is not None:
+        try:
+            dask_address(args.cluster)
+        except ClusterError as err:
+            raise InputError(str(err)) from None
     for path in getattr(args, "vnnlib", None) or ():
         checks.existing_file(path, "--vnnlib")
     if hasattr(args, "model"):

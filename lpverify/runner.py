@@ -8,10 +8,11 @@ work:
 * :class:`RowSink`: each finished row is appended to ``--output`` (JSON lines
   or CSV) and flushed at once; ``--resume`` keeps the rows with an outcome
   and re-runs the rest; the path is checked before any work.
-* :func:`run_task`: chunks of items in order, serially or over a process pool
-  (``--workers``), each chunk under its share of the per-item time limit and
-  of the total budget; SIGINT abandons the current chunk, never a row's
-  write, and the run ends with a summary.
+* :func:`run_task`: chunks of items in order, serially, over a process pool
+  (``--workers``) or on a Dask cluster (``--cluster``, :mod:`lpverify.pool`),
+  each chunk under its share of the per-item time limit and of the total
+  budget; SIGINT abandons the current chunk, never a row's write, and the run
+  ends with a summary.
 * :class:`ExitCode` and :func:`exit_code`: the verdicts as the command's exit
   status.
 
@@ -29,9 +30,12 @@ import os
 import signal
 import sys
 import tempfile
+import threading
 import time
 import traceback
-from concurrent.futures import Future, ProcessPoolExecutor
+import uuid
+from collections import OrderedDict
+from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import Enum, IntEnum
@@ -318,6 +322,36 @@ def _work_in_worker(work: Work, chunk: Sequence[Hashable], seconds: float, key_r
     return guarded(work, _CONTEXT, chunk, seconds, key_row, debug)
 
 
+_CLUSTER_CONTEXTS: OrderedDict[str, object] = OrderedDict()  # a cluster worker's contexts, by run
+_CLUSTER_LOCK = threading.Lock()
+
+
+def _cluster_context(run: str, setup: Setup, args: argparse.Namespace) -> object:
+    """A cluster worker's context of a run, built once per worker process (the last few runs are kept)."""
+    with _CLUSTER_LOCK:
+        if run not in _CLUSTER_CONTEXTS:
+            _CLUSTER_CONTEXTS[run] = setup(args)
+            while len(_CLUSTER_CONTEXTS) > 2:
+                _CLUSTER_CONTEXTS.popitem(last=False)
+        return _CLUSTER_CONTEXTS[run]
+
+
+def _work_on_cluster(run: str, setup: Setup, args: argparse.Namespace, work: Work, chunk: Sequence[Hashable],
+                     seconds: float, key_row, debug: bool) -> list[Row]:
+    """A chunk on a Dask worker; a context that cannot be built there (a file missing on that machine) errs its rows."""
+    try:
+        context = _cluster_context(run, setup, args)
+    except InputError as err:
+        status, reason = RowStatus.INPUT_ERROR, f"on a cluster worker: {err}"
+    except Exception as err:  # noqa: BLE001 - reported in the row
+        status, reason = RowStatus.INTERNAL_ERROR, f"on a cluster worker: {type(err).__name__}: {err}"
+        if debug:
+            traceback.print_exc(file=sys.stderr)
+    else:
+        return guarded(work, context, chunk, seconds, key_row, debug)
+    return [{**key_row(item), "status": status, "reason": reason} for item in chunk]
+
+
 def guarded(work: Work, context: object, chunk: Sequence[Hashable], seconds: float, key_row, debug: bool) -> list[Row]:
     """The chunk's rows; an exception becomes an error row per item (the batch goes on)."""
     try:
@@ -345,11 +379,19 @@ def run_task(
     sink: RowSink | None,
     *,
     workers: int = 1,
+    threads: int | None = None,
+    cluster: str | None = None,
     progress: bool = False,
     debug: bool = False,
     desc: str = "",
 ) -> RunResult:
-    """Every item's row, streamed to ``sink`` in item order; stops on Ctrl-C or when the budget is spent."""
+    """Every item's row, streamed to ``sink`` in item order; stops on Ctrl-C or when the budget is spent.
+
+    ``workers`` processes of ``threads`` torch threads each (default: an equal share of the cores),
+    or, with ``cluster`` (a Dask address or 'local', see :func:`lpverify.pool.open_cluster`), the
+    workers of a Dask cluster, each chunk with ``threads`` torch threads (default 1). The rows are
+    the same, in the same order.
+    """
     from tqdm import tqdm
 
     started = time.perf_counter()
@@ -373,7 +415,19 @@ def run_task(
         bar.update(len(rows))
 
     try:
-        if workers <= 1:
+        if cluster is not None and chunks:
+            from .pool import open_cluster
+
+            pool = open_cluster(cluster, threads=threads or 1, workers=workers)
+            run = uuid.uuid4().hex
+            submit = lambda chunk, seconds: pool.submit(  # noqa: E731
+                _work_on_cluster, run, task.setup, args, task.work, chunk, seconds, task.key_row, debug)
+            _run_pool(pool, submit, pool.slots, chunks, limits, budget_left, record, result)
+        elif workers <= 1:
+            if threads is not None:
+                import torch
+
+                torch.set_num_threads(threads)
             for chunk in chunks:
                 if budget_left() <= 0:
                     result.stopped_by_budget = True
@@ -381,7 +435,13 @@ def run_task(
                 seconds = limits.chunk_seconds(len(chunk), budget_left())
                 record(guarded(task.work, context, chunk, seconds, task.key_row, debug))
         else:
-            _run_pool(task, args, chunks, limits, budget_left, record, result, workers, debug)
+            import multiprocessing
+
+            pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker,
+                                       initargs=(task.setup, args, threads or max(1, (os.cpu_count() or 1) // workers)))
+            submit = lambda chunk, seconds: pool.submit(  # noqa: E731
+                _work_in_worker, task.work, chunk, seconds, task.key_row, debug)
+            _run_pool(pool, submit, workers, chunks, limits, budget_left, record, result)
     except KeyboardInterrupt:
         result.interrupted = True
     finally:
@@ -393,18 +453,14 @@ def run_task(
     return result
 
 
-def _run_pool(task, args, chunks, limits, budget_left, record, result, workers: int, debug: bool) -> None:
-    """Chunks over a spawned process pool, at most two per worker in flight, rows recorded in order."""
-    import multiprocessing
-
-    threads = max(1, (os.cpu_count() or 1) // workers)
-    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker,
-                               initargs=(task.setup, args, threads))
+def _run_pool(pool: Executor, submit: Callable[[list, float], Future], slots: int, chunks, limits, budget_left, record,
+              result) -> None:
+    """Chunks over a pool (spawned processes or a cluster), at most two per slot in flight, rows recorded in order."""
     pending: list[Future] = []
     queue = iter(chunks)
     try:
         while True:
-            while len(pending) < 2 * workers:
+            while len(pending) < 2 * slots:
                 chunk = next(queue, None)
                 if chunk is None:
                     break
@@ -412,7 +468,7 @@ def _run_pool(task, args, chunks, limits, budget_left, record, result, workers: 
                     result.stopped_by_budget = True
                     break
                 seconds = limits.chunk_seconds(len(chunk), budget_left())
-                pending.append(pool.submit(_work_in_worker, task.work, chunk, seconds, task.key_row, debug))
+                pending.append(submit(chunk, seconds))
             if not pending:
                 break
             record(pending.pop(0).result())

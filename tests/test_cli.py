@@ -426,6 +426,40 @@ def test_workers_give_the_serial_rows_in_the_serial_order(console_script, files,
     assert [json.loads(line)["index"] for line in (tmp_path / "w.jsonl").read_text().splitlines()] == [0, 1, 2, 3]
 
 
+def test_a_dask_cluster_gives_the_serial_rows_in_the_serial_order(files, tmp_path, capsys, monkeypatch):
+    distributed = pytest.importorskip("distributed")
+    argv = ["verify", str(files["const7"]), "--data", str(files["A"]), "--n", "5", "--eps", "0.001", "--method", "lp",
+            "--format", "json"]
+    serial = json.loads(main_out(capsys, *argv, codes=(3,)))
+    threads = torch.get_num_threads()
+    local = distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None,
+                                     silence_logs=40, host="127.0.0.1", protocol="tcp")
+    try:  # reached by its TCP address, as a remote scheduler is
+        out = main_out(capsys, *argv, "--cluster", local.scheduler_address, "--threads", "1", "--output",
+                       str(tmp_path / "c.jsonl"), codes=(3,))
+    finally:
+        local.close()
+        torch.set_num_threads(threads)
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
+    assert strip(json.loads(out)) == strip(serial)
+    assert [r["status"] for r in serial] == ["verified", "verified", "verified", "violated", "verified"]
+    assert [json.loads(line)["index"] for line in (tmp_path / "c.jsonl").read_text().splitlines()] == [0, 1, 2, 3, 4]
+
+    import socket
+
+    import lpverify.pool
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setattr(lpverify.pool, "CONNECT_TIMEOUT", 1.0)
+    assert cli.main([*argv, "--cluster", f"dask://127.0.0.1:{port}"]) == 2
+    err = capsys.readouterr().err
+    assert "error: --cluster dask://127.0.0.1" in err and "no Dask scheduler answered" in err and len(err.splitlines()) == 1
+    assert cli.main([*argv, "--cluster", "ray://head:10001"]) == 2
+    assert "not a Dask address" in capsys.readouterr().err
+
+
 # -- budget, resume and run-instances in-process ---------------------------------------------------------------------------------
 
 
