@@ -15,8 +15,11 @@ runs the earlier method chain
    counterexamples are re-checked on the ONNX file as well),
 
 stops at the first verdict: unsat (verified), sat (counterexample),
-timeout, or unsupported (a network lpverify cannot represent, e.g. sigmoid
-activations). Results go to CSV in VNN-COMP's layout (benchmark, onnx,
+timeout, or unsupported (a network lpverify cannot represent). Networks with
+sigmoid or tanh activations (eran's ``ffnnSIGMOID__Point_6x200``) have no
+exact encoding: with either ``--method`` they run PGD, then the dual bound and
+the dual bound with optimised slopes (:func:`lpverify.verify.applicable_methods`),
+and an instance none of them decides is "unknown". Results go to CSV in VNN-COMP's layout (benchmark, onnx,
 vnnlib, prepare time, result, run time) and a summary table compares them
 with the published per-instance results: any verdict of ours that
 contradicts the published consensus (the official "True Result" of the 2022
@@ -156,7 +159,9 @@ def run_instance(inst: Instance, net: lv.Network, timeout: float, pgd_steps: int
     VNN-COMP's rule applies: a verdict reached after the timeout is a timeout.
     """
     start = time.perf_counter()
-    if method == "bab":
+    if "bab" not in lv.applicable_methods(net) and "milp" not in lv.applicable_methods(net):
+        result, method = _relaxations(inst, net, pgd_steps, start, timeout)
+    elif method == "bab" and "bab" in lv.applicable_methods(net):
         result, method = _bab(inst, net, timeout)
     else:
         result, method = _chain(inst, net, timeout, pgd_steps, start)
@@ -201,15 +206,34 @@ def _job(job: tuple[Instance, float, int, str]) -> tuple[str, str, float, float]
     return result, by, seconds, prepare
 
 
+def _pgd(inst: Instance, net: lv.Network, prop: VnnlibProperty, pgd_steps: int) -> bool:
+    """PGD on the property's margins found a counterexample that the ONNX file confirms."""
+    if not all(a.shape[0] == 1 for a, _ in prop.disjuncts):
+        return False
+    ball = property_ball(net, prop)
+    c, d, _ = prop.objectives()
+    z, value = pgd_objective(net, ball.lo, ball.hi, torch.as_tensor(c).unsqueeze(0), torch.as_tensor(d).unsqueeze(0),
+                             steps=pgd_steps, generator=torch.Generator().manual_seed(0))
+    return float(value[0]) < 0 and _checked(inst.onnx, prop, z[0].detach().numpy())
+
+
+def _relaxations(inst: Instance, net: lv.Network, pgd_steps: int, start: float, timeout: float) -> tuple[str, str]:
+    """A network without an exact encoding (sigmoid, tanh): PGD, then dual and dual-opt; else unknown."""
+    prop = read_vnnlib(inst.vnnlib, math.prod(net.input_shape), net.n_outputs)
+    if _pgd(inst, net, prop, pgd_steps):
+        return "sat", "pgd"
+    for method in ("dual", "dual-opt"):
+        if time.perf_counter() - start > timeout:
+            return "timeout", method
+        if verify_property(net, prop, method).status == "verified":
+            return "unsat", method
+    return "unknown", "dual-opt"
+
+
 def _chain(inst: Instance, net: lv.Network, timeout: float, pgd_steps: int, start: float) -> tuple[str, str]:
     prop = read_vnnlib(inst.vnnlib, math.prod(net.input_shape), net.n_outputs)
-    if all(a.shape[0] == 1 for a, _ in prop.disjuncts):
-        ball = property_ball(net, prop)
-        c, d, _ = prop.objectives()
-        z, value = pgd_objective(net, ball.lo, ball.hi, torch.as_tensor(c).unsqueeze(0), torch.as_tensor(d).unsqueeze(0),
-                                 steps=pgd_steps, generator=torch.Generator().manual_seed(0))
-        if float(value[0]) < 0 and _checked(inst.onnx, prop, z[0].detach().numpy()):
-            return "sat", "pgd"
+    if _pgd(inst, net, prop, pgd_steps):
+        return "sat", "pgd"
     for method in ("dual", "lp"):
         if verify_property(net, prop, method).status == "verified":
             return "unsat", method

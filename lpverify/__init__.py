@@ -22,6 +22,7 @@ Public API (re-exported names only)::
 
 from . import data, zoo
 from .bounds import Bounds, interval_bounds, interval_objective
+from .activations import RELU, SIGMOID, TANH, Activation, LeakyReLU, ReLU, Sigmoid, Tanh
 from .attacks import attack_error, fgsm, pgd, predict
 from .certify import CertifiedRadius, certified_radius, certify, detect, margin_bounds, max_certified_eps, robust_loss
 from .dual import (
@@ -42,11 +43,29 @@ from .onnx_import import OnnxImportError, load_onnx
 from .ops import Normalize
 from .sets import Ball, LinfBall, LpBall
 from .specs import margin_objectives, robustness_objectives
-from .verify import METHODS, Status, Verdict, check_witness, objective_bounds, verify, verify_property
+from .verify import (
+    METHODS,
+    Status,
+    Verdict,
+    applicable_methods,
+    check_witness,
+    objective_bounds,
+    verify,
+    verify_property,
+)
 from .vnnlib import VnnlibError, VnnlibProperty, read_vnnlib
 
 __all__ = [
+    "Activation",
     "AffineBlock",
+    "applicable_methods",
+    "LeakyReLU",
+    "ReLU",
+    "RELU",
+    "Sigmoid",
+    "SIGMOID",
+    "Tanh",
+    "TANH",
     "attack_error",
     "Ball",
     "Bounds",

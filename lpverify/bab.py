@@ -161,7 +161,7 @@ def refine_bounds(net: Network, ball: Ball, bounds: Bounds, steps: int, options:
     for i in range(1, len(net.blocks) - 1):
         if time.perf_counter() >= deadline:
             break
-        sub = Network(net.blocks[: i + 1])
+        sub = net.prefix(i + 1)
         lo, up = lower[i].flatten(1)[0], upper[i].flatten(1)[0]
         for optimise in (False, True):
             units = torch.nonzero(crossing(lo, up)).view(-1) if optimise else torch.arange(lo.numel())

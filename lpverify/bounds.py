@@ -127,7 +127,7 @@ def interval_bounds(net: Network, ball: Ball, *, rigorous: bool = True) -> Bound
 
     For ``ẑ = Wz + b`` with z in the box of midpoint m and radius r, ẑ lies in
     the box of midpoint ``Wm + b`` and radius ``|W| r``; the ReLU maps
-    [ℓ, u] to [ℓ⁺, u⁺]. An l_p ball's first layer takes the exact radius of
+    [ℓ, u] to [ℓ⁺, u⁺], any other activation (monotone) to [σ(ℓ), σ(u)]. An l_p ball's first layer takes the exact radius of
     :meth:`~lpverify.sets.LpBall.spread`. Differentiable in the network parameters.
 
     ``rigorous`` (the default) widens every layer by the rounding error of its
@@ -150,7 +150,11 @@ def interval_bounds(net: Network, ball: Ball, *, rigorous: bool = True) -> Bound
             lo, hi = widen(lo, hi, error_bound(block.abs_forward(mid.abs() + rad), n))
         lower.append(lo)
         upper.append(hi)
-        lo, hi = torch.relu(lo), torch.relu(hi)
+        act = net.activations[i] if i < len(net.activations) else None
+        if act is None or act.is_relu:
+            lo, hi = torch.relu(lo), torch.relu(hi)
+        else:  # a monotone activation maps [ℓ, u] to [σ(ℓ), σ(u)], rounded outward
+            lo, hi = act.image(lo, hi, rigorous=rigorous)
         if rigorous:
             mid, rad = enclosing_mid_rad(lo, hi)
         else:
@@ -186,10 +190,14 @@ def interval_objective(
         zmax, box_magnitude = ball.abs_max(), ball.support_magnitude(v)
     else:
         lo, hi = bounds.lower[-2].clamp(min=0), bounds.upper[-2].clamp(min=0)
+        act = net.activations[-1]
+        if not act.is_relu:  # the image box of the last activation (bounds are float64 here when rigorous)
+            lo, hi = act.image(bounds.lower[-2], bounds.upper[-2], rigorous=rigorous)
         mid, rad = enclosing_mid_rad(lo, hi) if rigorous else ((hi + lo) / 2, (hi - lo) / 2)
         mid, rad = mid.flatten(1).unsqueeze(1), rad.flatten(1).unsqueeze(1)
         value = (v * mid).sum(-1) - (v.abs() * rad).sum(-1) + c @ last.bias(c).flatten()
-        zmax, box_magnitude = hi, (v.abs() * (mid.abs() + rad)).sum(-1)
+        zmax = hi if act.is_relu else torch.maximum(lo.abs(), hi.abs())
+        box_magnitude = (v.abs() * (mid.abs() + rad)).sum(-1)
     if not rigorous:
         return value
     residual = (c.abs() * last.abs_forward(zmax).flatten(1).unsqueeze(1)).sum(-1)

@@ -22,6 +22,7 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor
 
+from .activations import dual_step as general_step, graph_minimum
 from .bounds import Bounds, prepare
 from .columns import Columns, combine, group_norm, input_columns, merged, push, unit_column_parts, unit_columns
 from .network import Network
@@ -92,6 +93,8 @@ def dual_objective(
 
     def slopes(i: int, nu_hat: Tensor, lower: Tensor, upper: Tensor) -> Tensor:
         a = None if alpha is None else _broadcast_alpha(alpha[i], batch, tuple(nu_hat.shape[2:]))
+        if not net.activations[i].is_relu:  # the line per sign of ν̂ (MATH.md §3 generalised)
+            return general_step(net.activations[i], nu_hat, lower, upper, a)
         return dual_step(nu_hat, lower, upper, a)
 
     if rigorous:  # the walk is cheap beside Algorithm 1; float64 makes its rounding allowance ~1e-13
@@ -105,7 +108,10 @@ def residual_magnitudes(net: Network, ball: Ball, bounds: Bounds) -> list[Tensor
     Depends on the set and the bounds only, so many objectives on one example
     (the LP's rows) share it.
     """
-    z_max = [ball.abs_max()] + [bounds.upper[i].clamp(min=0) for i in range(len(net.blocks) - 1)]
+    z_max = [ball.abs_max()] + [
+        bounds.upper[i].clamp(min=0) if act.is_relu else act.abs_max(bounds.lower[i], bounds.upper[i])
+        for i, act in enumerate(net.activations)
+    ]
     return [block.abs_forward(z).flatten(1) for block, z in zip(net.blocks, z_max)]
 
 
@@ -214,7 +220,13 @@ def _backward(
             break
         lower, upper = bounds.lower[i - 1].unsqueeze(1), bounds.upper[i - 1].unsqueeze(1)
         nu_i = multipliers(i - 1, nu_hat, lower, upper)
-        if rigorous:
+        act = net.activations[i - 1]
+        if not act.is_relu:  # min over the graph of σ on [ℓ, u], valid for any ν (activations.graph_minimum)
+            term, term_magnitude = graph_minimum(act, nu_i, nu_hat, lower, upper, rigorous=rigorous)
+            objective = objective + term.flatten(2).sum(-1)
+            if rigorous:
+                magnitude = magnitude + term_magnitude.flatten(2).sum(-1)
+        elif rigorous:
             term, term_magnitude = local_minimum(nu_i, nu_hat, lower, upper)
             objective = objective + term.flatten(2).sum(-1)
             magnitude = magnitude + term_magnitude.flatten(2).sum(-1)
@@ -320,6 +332,10 @@ def _algorithm1(
 ) -> tuple[Bounds, Tensor | None, Tensor | None]:
     """Algorithm 1 (see :func:`dual_bounds`), with the objectives c as an optional last layer:
     the bounds, J(c) and J's rounding allowance (None without c)."""
+    if not net.is_relu:  # other activations: a backward pass per layer (lpverify.backward)
+        from .backward import layerwise_bounds
+
+        return layerwise_bounds(net, ball, rigorous, c)
     first = net.blocks[0]
     cols_in = input_columns(net, ball.rad.flatten(1))  # groups of columns
     offset = first(ball.mid)
@@ -421,6 +437,9 @@ def optimize_alpha(
 ) -> Tensor:
     """``max_α J(c, α)`` over slopes α ∈ [0, 1] of the crossing units (Theorem 1 with free α).
 
+    For other activations α picks slopes by :meth:`lpverify.activations.Activation.alpha_slopes`
+    (sigmoid, tanh: one slope per unit and objective, every unit optimised).
+
     Every α ∈ [0, 1] gives a valid lower bound (MATH.md §3), so this is a
     sound tightening of :func:`dual_objective`. Each objective gets its own
     slopes, shape (B, m, *s_i) per hidden layer, warm-started at the paper's
@@ -441,8 +460,9 @@ def optimize_alpha(
         start = dual_objective(net, ball, c, bounds, rigorous=rigorous)
     batch, m = start.shape
     alphas = [
-        relu_slope(lo, up).unsqueeze(1).expand(batch, m, *lo.shape[1:]).clone().requires_grad_(True)
-        for lo, up in bounds.hidden
+        (relu_slope(lo, up) if act.is_relu else act.initial_alpha(lo, up).to(lo.dtype))
+        .unsqueeze(1).expand(batch, m, *lo.shape[1:]).clone().requires_grad_(True)
+        for act, (lo, up) in zip(net.activations, bounds.hidden)
     ]
     if not alphas or steps == 0:
         return start

@@ -22,6 +22,7 @@ import numpy as np
 import scipy.sparse as sp
 from torch import Tensor
 
+from .activations import LeakyReLU
 from .bounds import Bounds, check_compatible
 from .network import Network
 from .relu import big_m_rows as relu_big_m, split_face
@@ -70,6 +71,18 @@ def example_data(net: Network, ball: Ball, bounds: Bounds) -> tuple[np.ndarray, 
     return lo, hi, layers
 
 
+def leaky_slopes(net: Network) -> list[float]:
+    """Per hidden layer the slope s of its LeakyReLU (0 for ReLU); a ValueError for any other activation,
+    which has no exact LP or MILP encoding."""
+    slopes = []
+    for i, act in enumerate(net.activations):
+        if not isinstance(act, LeakyReLU):
+            raise ValueError(f"hidden layer {i} has a {act.name} activation: the LP and MILP encode piecewise-linear "
+                             "activations (ReLU, LeakyReLU) only; use the interval, dual or dual-opt methods")
+        slopes.append(float(act.slope))
+    return slopes
+
+
 def objective_vector(net: Network, c: np.ndarray | Tensor) -> np.ndarray:
     """c as a checked flat float64 vector of the network's output size."""
     c = np.asarray(c.detach().cpu().double() if isinstance(c, Tensor) else c, dtype=np.float64).ravel()
@@ -94,6 +107,7 @@ class CrossingExpr:
     offset: np.ndarray  # (|I|,)
     lower: np.ndarray  # ℓ_I
     upper: np.ndarray  # u_I
+    slope: float = 0.0  # s of the layer's LeakyReLU (0: ReLU)
 
 
 @dataclass(frozen=True)
@@ -120,21 +134,26 @@ class Eliminated:
         return sum(cr.units.size for cr in self.crossing)
 
 
-def eliminate_stable(mats: list[tuple[sp.csr_matrix, np.ndarray]], layers: list[Layer]) -> Eliminated:
-    """Substitute the stable units: I⁻ gives z = 0, I⁺ passes its expression on (z = ẑ).
+def eliminate_stable(
+    mats: list[tuple[sp.csr_matrix, np.ndarray]], layers: list[Layer], slopes: list[float] | None = None
+) -> Eliminated:
+    """Substitute the stable units: I⁻ gives z = s ẑ (0 for ReLU), I⁺ passes its expression on (z = ẑ).
 
     ``mats`` are the (W_i, b_i) of :meth:`Network.sparse`; ``layers`` the
-    hidden layers' bounds. Each crossing unit gets one new variable z, so both
-    the LP (the triangle, §2) and the MILP (§6) add only rows on crossing units.
+    hidden layers' bounds; ``slopes`` the LeakyReLU slope s per hidden layer
+    (:func:`leaky_slopes`; default ReLU everywhere). Each crossing unit gets
+    one new variable z, so both the LP (the triangle, §2) and the MILP (§6)
+    add only rows on crossing units.
     """
     n_in = mats[0][0].shape[1]
     post = sp.identity(n_in, format="csr")  # z_1 = x, as a map from v
     post_offset = np.zeros(n_in)
     n_var = n_in
-    parts: list[tuple[np.ndarray, np.ndarray, sp.csr_matrix, np.ndarray, np.ndarray, np.ndarray]] = []
-    for (w, b), layer in zip(mats[:-1], layers):
-        # Expressions of the units not in I⁻ only: nothing reads the others.
-        active = np.flatnonzero(~layer.neg)
+    slopes = [0.0] * len(layers) if slopes is None else slopes
+    parts: list[tuple[np.ndarray, np.ndarray, sp.csr_matrix, np.ndarray, np.ndarray, np.ndarray, float]] = []
+    for (w, b), layer, slope in zip(mats[:-1], layers, slopes):
+        # Expressions of the units not in I⁻ only (of all units under a LeakyReLU): nothing reads the others.
+        active = np.flatnonzero(~layer.neg) if slope == 0 else np.arange(layer.neg.size)
         expr = (w[active] @ post).tocsr()  # ẑ_active = expr v + offset
         offset = w[active] @ post_offset + b[active]
         cross = np.flatnonzero(layer.cross)
@@ -142,19 +161,25 @@ def eliminate_stable(mats: list[tuple[sp.csr_matrix, np.ndarray]], layers: list[
         new_vars = n_var + np.arange(cross.size)
         n_var += cross.size
         expr.resize(expr.shape[0], n_var)
-        parts.append((cross, new_vars, expr[in_active], offset[in_active], layer.lower[cross], layer.upper[cross]))
-        # z of this layer as a map from v: ẑ on I⁺, the new variable on I, 0 on I⁻.
+        parts.append((cross, new_vars, expr[in_active], offset[in_active], layer.lower[cross], layer.upper[cross], slope))
+        # z of this layer as a map from v: ẑ on I⁺, the new variable on I, s ẑ on I⁻ (nothing for ReLU).
         on = layer.pos[active]
         n_units = layer.pos.size
         keep = sp.csr_matrix((np.ones(on.sum()), (active[on], np.flatnonzero(on))), shape=(n_units, active.size))
+        if slope != 0:
+            off = layer.neg[active]
+            keep = keep + sp.csr_matrix((np.full(off.sum(), slope), (active[off], np.flatnonzero(off))),
+                                        shape=(n_units, active.size))
         chosen = sp.csr_matrix((np.ones(cross.size), (cross, new_vars)), shape=(n_units, n_var))
         post = (keep @ expr + chosen).tocsr()
         post_offset = np.zeros(n_units)
         post_offset[active[on]] = offset[on]
+        if slope != 0:
+            post_offset[active[off]] = slope * offset[off]
     crossing = []
-    for units, columns, expr, offset, lower, upper in parts:
+    for units, columns, expr, offset, lower, upper, slope in parts:
         expr.resize(expr.shape[0], n_var)  # earlier layers' expressions were built before later variables existed
-        crossing.append(CrossingExpr(units, columns, expr, offset, lower, upper))
+        crossing.append(CrossingExpr(units, columns, expr, offset, lower, upper, slope))
     w_out, b_out = mats[-1]
     return Eliminated(n_in, n_var, tuple(crossing), (w_out @ post).tocsr(), w_out @ post_offset + b_out)
 
@@ -192,22 +217,28 @@ def triangle_rows(elim: Eliminated) -> Rows:
     w = elim.n_var + rows
     lower = np.concatenate([cr.lower for cr in elim.crossing])
     upper = np.concatenate([cr.upper for cr in elim.crossing])
-    a, d, face_offset = split_face(lower, upper)
+    slope = np.concatenate([np.full(cr.units.size, cr.slope) for cr in elim.crossing])
+    a, d, face_offset = split_face(lower, upper) if not slope.any() else LeakyReLU.split_face(lower, upper, slope)
     expr = sp.vstack([cr.expr for cr in elim.crossing], format="csr")
     expr.resize(n, n_col)
     parts = sp.csr_matrix((np.ones(2 * n), (np.tile(rows, 2), np.concatenate([z, w]))), shape=(n, n_col))
     face = sp.csr_matrix((np.concatenate([a, -d]), (np.tile(rows, 2), np.concatenate([z, w]))), shape=(n, n_col))
     offset = np.concatenate([cr.offset for cr in elim.crossing])
-    return Rows(
-        sp.vstack([parts - expr, face], format="csc"),
-        np.concatenate([offset, np.full(n, -np.inf)]),
-        np.concatenate([offset, face_offset]),
-    )
+    matrix, row_lo, row_hi = [parts - expr, face], [offset, np.full(n, -np.inf)], [offset, face_offset]
+    leaky = np.flatnonzero(slope)
+    if leaky.size:  # the LeakyReLU's lower face z ≥ s ẑ: (1 − s) z − s w ≥ 0 (for ReLU the bound z ≥ 0)
+        k = np.arange(leaky.size)
+        values = np.concatenate([1 - slope[leaky], -slope[leaky]])
+        matrix.append(sp.csr_matrix((values, (np.tile(k, 2), np.concatenate([z[leaky], w[leaky]]))), shape=(k.size, n_col)))
+        row_lo.append(np.zeros(k.size))
+        row_hi.append(np.full(k.size, np.inf))
+    return Rows(sp.vstack(matrix, format="csc"), np.concatenate(row_lo), np.concatenate(row_hi))
 
 
 def split_boxes(elim: Eliminated) -> tuple[np.ndarray, np.ndarray]:
-    """The boxes ``[ℓ, 0]`` of the columns w of :func:`triangle_rows`, one per crossing unit."""
-    lower = np.concatenate([np.zeros(0), *(cr.lower for cr in elim.crossing)])
+    """The boxes ``[(1 − s) ℓ, 0]`` (``[ℓ, 0]`` for ReLU) of the columns w of :func:`triangle_rows`."""
+    lower = np.concatenate([np.zeros(0), *(cr.lower if cr.slope == 0 else (1 - cr.slope) * cr.lower
+                                           for cr in elim.crossing)])
     return lower, np.zeros(lower.size)
 
 
@@ -232,6 +263,13 @@ def big_m_rows(elim: Eliminated) -> Rows:
         expr = sp.hstack([cr.expr, sp.csr_matrix((n, n_bin))], format="csr")
         z = sp.csr_matrix((np.ones(n), (rows, cr.columns)), shape=(n, n_col))
         a = sp.csr_matrix((np.ones(n), (rows, bins)), shape=(n, n_col))
+        if cr.slope != 0:  # LeakyReLU: z ≥ ẑ, z ≥ s ẑ, z ≤ s ẑ + (1 − s) u a, z ≤ ẑ − (1 − s) ℓ (1 − a)
+            big_u, big_l = LeakyReLU.big_m_rows(cr.lower, cr.upper, cr.slope)
+            s_expr = cr.slope * expr
+            blocks += [z - expr, z - s_expr - sp.diags(big_u) @ a, z - expr - sp.diags(big_l) @ a, z - s_expr]
+            row_lo += [cr.offset, np.full(n, -np.inf), np.full(n, -np.inf), cr.slope * cr.offset]
+            row_hi += [np.full(n, np.inf), cr.slope * cr.offset, cr.offset - big_l, np.full(n, np.inf)]
+            continue
         big_u, big_l = relu_big_m(cr.lower, cr.upper)
         blocks += [z - expr, z - sp.diags(big_u) @ a, z - expr - sp.diags(big_l) @ a]
         row_lo += [cr.offset, np.full(n, -np.inf), np.full(n, -np.inf)]
@@ -242,9 +280,10 @@ def big_m_rows(elim: Eliminated) -> Rows:
 
 
 def column_boxes(elim: Eliminated, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Finite boxes of ``v``: the input by the set, each crossing unit's z by [0, u]."""
+    """Finite boxes of ``v``: the input by the set, each crossing unit's z by [0, u] ([s ℓ, u] under a LeakyReLU)."""
     uppers = [cr.upper for cr in elim.crossing]
-    return np.concatenate([lo, np.zeros(elim.n_var - lo.size)]), np.concatenate([hi, *uppers])
+    lowers = [np.zeros(cr.units.size) if cr.slope == 0 else cr.slope * cr.lower for cr in elim.crossing]
+    return np.concatenate([lo, *lowers]), np.concatenate([hi, *uppers])
 
 
 _BANNER_SENT = False
@@ -331,6 +370,7 @@ __all__ = [
     "column_boxes",
     "eliminate_stable",
     "example_data",
+    "leaky_slopes",
     "highs_model",
     "objective_vector",
     "power_of_two_scale",

@@ -200,6 +200,10 @@ def margin_estimates(
         return margin_bounds(net, ball, y, rigorous=False)
     c = robustness_objectives(y, net.n_outputs).to(ball.center)  # the n − 1 rows e_y − e_j, j ≠ y
     if loss is Loss.PROJECTION:
+        if not net.is_relu:
+            raise ValueError("the projection loss estimates Algorithm 1's ReLU columns; for a network with "
+                             f"{', '.join(sorted({a.name for a in net.activations if not a.is_relu}))} activations "
+                             "use the exact, IBP or CROWN-IBP loss")
         bounds = projected_bounds(net, ball, projections, generator=generator)
         return _with_zero_row(dual_objective(net, ball, c, bounds, rigorous=False), y)
     if loss in (Loss.IBP, Loss.CROWN_IBP):

@@ -43,6 +43,7 @@ import scipy.sparse as sp
 import torch
 from torch import Tensor
 
+from .activations import LeakyReLU
 from .bounds import Bounds, prepare
 from .dual import objective_from_multipliers, residual_magnitudes
 from .encoding import (
@@ -54,6 +55,7 @@ from .encoding import (
     eliminate_stable,
     example_data,
     highs_model,
+    leaky_slopes,
     objective_vector,
     solve_rows,
     split_boxes,
@@ -205,9 +207,10 @@ class HighsLP(_LPModel):
         if prepared is None:
             return
         lo, hi, layers = prepared
-        elim = eliminate_stable(net.sparse(), layers)
+        slopes = leaky_slopes(net)
+        elim = eliminate_stable(net.sparse(), layers, slopes)
         rows = triangle_rows(elim)
-        self._multipliers = _multiplier_map(net.sparse(), layers, elim)
+        self._multipliers = _multiplier_map(net.sparse(), layers, elim, slopes)
         self._out_map, self._out_offset = elim.out_map, elim.out_offset  # ẑ_k = out_map v + out_offset
         self._cost_map = elim.out_map.T.tocsr()  # c ↦ the cost of v
         self.n_col, self.n_row = rows.matrix.shape[1], rows.matrix.shape[0]
@@ -277,13 +280,13 @@ class HighsLP(_LPModel):
         Each equality's multiplier y_j (HiGHS's sign, ∂p*/∂b): on I the dual of
         the unit's row ``z + w − E v = e`` itself; on I⁺, eliminated, the next
         layer's ``(Wᵀ y)_j`` (``(Wᵀ c)_j`` after the last hidden layer) by
-        stationarity in ẑ_j; on I⁻ 0. Theorem 1's ν is −y.
+        stationarity in ẑ_j; on I⁻ 0 (s times that under a LeakyReLU). Theorem 1's ν is −y.
         """
         y_next = c
         out: list[np.ndarray] = []
-        for size, pos, pass_on, cross, rows in reversed(self._multipliers):
+        for size, pos, pass_on, cross, rows, factor in reversed(self._multipliers):
             y = np.zeros(size)
-            y[pos] = pass_on @ y_next
+            y[pos] = pass_on @ y_next if factor is None else factor * (pass_on @ y_next)
             y[cross] = row_dual[rows]
             out.insert(0, -y)
             y_next = y
@@ -291,14 +294,17 @@ class HighsLP(_LPModel):
 
 
 def _multiplier_map(
-    mats: list[tuple[sp.csr_matrix, np.ndarray]], layers: list[Layer], elim: Eliminated
-) -> list[tuple[int, np.ndarray, sp.csr_matrix, np.ndarray, np.ndarray]]:
-    """Per hidden layer, what :meth:`HighsLP._nu` reads: (units, I⁺, the rows of ``W_{i+1}ᵀ`` on I⁺, I, I's equality rows)."""
+    mats: list[tuple[sp.csr_matrix, np.ndarray]], layers: list[Layer], elim: Eliminated, slopes: list[float]
+) -> list[tuple[int, np.ndarray, sp.csr_matrix, np.ndarray, np.ndarray, np.ndarray | None]]:
+    """Per hidden layer, what :meth:`HighsLP._nu` reads: (units, the eliminated units that pass ẑ on (I⁺, and
+    I⁻ under a LeakyReLU), their rows of ``W_{i+1}ᵀ``, I, I's equality rows, their factors 1 or s (None: all 1))."""
     first = np.cumsum([0] + [cr.units.size for cr in elim.crossing])
     out = []
-    for i, (layer, cr) in enumerate(zip(layers, elim.crossing)):
-        pos = np.flatnonzero(layer.pos)
-        out.append((layer.pos.size, pos, mats[i + 1][0].T.tocsr()[pos], cr.units, np.arange(first[i], first[i + 1])))
+    for i, (layer, cr, slope) in enumerate(zip(layers, elim.crossing, slopes)):
+        passed = layer.pos if slope == 0 else layer.pos | layer.neg
+        pos = np.flatnonzero(passed)
+        factor = None if slope == 0 else np.where(layer.pos[pos], 1.0, slope)
+        out.append((layer.pos.size, pos, mats[i + 1][0].T.tocsr()[pos], cr.units, np.arange(first[i], first[i + 1]), factor))
     return out
 
 
@@ -317,6 +323,7 @@ class CvxpyLP(_LPModel):
             return
         lo, hi, layers = prepared
         mats = net.sparse()
+        slopes = leaky_slopes(net)
         self.c = cp.Parameter(net.n_outputs)
         self.z_in = cp.Variable(lo.size)
         z = self.z_in
@@ -327,7 +334,7 @@ class CvxpyLP(_LPModel):
             constraints.append(cp.norm(z - center, ball.p) <= float(ball.eps[0]))
             self.solver = cp.HIGHS if ball.p == 1 else cp.CLARABEL
         self._equalities = []
-        for (w, b), layer in zip(mats[:-1], layers):
+        for (w, b), layer, slope in zip(mats[:-1], layers, slopes):
             zhat = cp.Variable(b.size)
             equality = zhat == w @ z + b
             constraints.append(equality)
@@ -336,10 +343,15 @@ class CvxpyLP(_LPModel):
             neg, pos, cross = (np.flatnonzero(m) for m in (layer.neg, layer.pos, layer.cross))
             lo_c, up_c = layer.lower[cross], layer.upper[cross]
             if neg.size:
-                constraints.append(z[neg] == 0)
+                constraints.append(z[neg] == 0 if slope == 0 else z[neg] == slope * zhat[neg])
             if pos.size:
                 constraints.append(z[pos] == zhat[pos])
-            if cross.size:
+            if cross.size and slope != 0:  # the LeakyReLU's triangle: z ≥ ẑ, z ≥ s ẑ, below the chord
+                s_arr = np.full(cross.size, slope)
+                face_a, face_d, face_b = LeakyReLU.split_face(lo_c, up_c, s_arr)
+                constraints += [z[cross] >= slope * zhat[cross], z[cross] >= zhat[cross],
+                                z[cross] <= cp.multiply(face_d, zhat[cross]) + face_b]
+            elif cross.size:
                 constraints += [
                     z[cross] >= 0,
                     z[cross] >= zhat[cross],

@@ -73,7 +73,7 @@ def lp_bounds(
         )
     lower = [t.detach().clone() for t in seed.lower]
     upper = [t.detach().clone() for t in seed.upper]
-    prefixes = [Network(net.blocks[: i + 1]) for i in range(len(net.blocks))]
+    prefixes = [net.prefix(i + 1) for i in range(len(net.blocks))]
     deadline = math.inf if time_limit is None else time.perf_counter() + time_limit
     failed = 0
     for b in tqdm(range(ball.batch_size), disable=not progress, desc="LP-all", unit="example"):

@@ -38,11 +38,13 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 import scipy.sparse as sp
 from torch import Tensor
 
+from .activations import Activation
 from .bounds import Bounds
 from .encoding import (
     big_m_rows,
@@ -50,6 +52,7 @@ from .encoding import (
     eliminate_stable,
     example_data,
     highs_model,
+    leaky_slopes,
     objective_vector,
     power_of_two_scale,
     silent_highs,
@@ -142,12 +145,21 @@ class MILPResult:
         return self.status == "optimal" and self.from_start
 
 
-def forward64(mats: list[tuple[sp.csr_matrix, np.ndarray]], x: np.ndarray) -> list[np.ndarray]:
-    """``[ẑ_2, ..., ẑ_k]`` of the flat input x by the exact float64 matrices of :meth:`Network.sparse`."""
+def forward64(
+    mats: list[tuple[sp.csr_matrix, np.ndarray]], x: np.ndarray, activations: Sequence[Activation] | None = None
+) -> list[np.ndarray]:
+    """``[ẑ_2, ..., ẑ_k]`` of the flat input x by the exact float64 matrices of :meth:`Network.sparse`
+    (ReLU between them unless ``activations`` are given)."""
     out: list[np.ndarray] = []
     z = np.asarray(x, dtype=np.float64).ravel()
     for i, (w, b) in enumerate(mats):
-        zhat = w @ (z if i == 0 else np.maximum(z, 0.0)) + b
+        if i == 0:
+            pass
+        elif activations is None or activations[i - 1].is_relu:
+            z = np.maximum(z, 0.0)
+        else:
+            z = activations[i - 1].forward_np(z)
+        zhat = w @ z + b
         out.append(zhat)
         z = zhat
     return out
@@ -202,7 +214,7 @@ class MILPModel:
         self._lo, self._hi, self._layers = lo, hi, layers
         self._center = ball.center.detach().cpu().double().numpy().ravel()
         self._mats = net.sparse()
-        elim = eliminate_stable(self._mats, layers)
+        elim = eliminate_stable(self._mats, layers, leaky_slopes(net))
         self._elim = elim
         rows = big_m_rows(elim)
         cols = _Columns(elim.n_input, elim.n_var, elim.n_crossing)
@@ -226,12 +238,12 @@ class MILPModel:
         self.build_time = time.perf_counter() - begun
 
     def _assignment(self, x: np.ndarray) -> np.ndarray:
-        """The MILP point of the input x (in the box): its crossing units' ``z = relu(ẑ)`` and ``a = [ẑ > 0]``."""
-        pre = forward64(self._mats, x)
+        """The MILP point of the input x (in the box): its crossing units' ``z = σ(ẑ)`` and ``a = [ẑ > 0]``."""
+        pre = forward64(self._mats, x, self.net.activations)
         z, a = [], []
         for cr, zhat in zip(self._elim.crossing, pre):
             on = zhat[cr.units] > 0
-            z.append(np.where(on, zhat[cr.units], 0.0))
+            z.append(np.where(on, zhat[cr.units], 0.0 if cr.slope == 0 else cr.slope * zhat[cr.units]))
             a.append(on.astype(np.float64))
         return np.concatenate([x, *z, *a])
 
@@ -338,7 +350,7 @@ class MILPModel:
                 math.nan, math.nan, f"solver error: the solver's input lies {outside:.3g} outside the box", **stats
             )
         x = np.clip(x, lo, hi)
-        pre = forward64(self._mats, x)
+        pre = forward64(self._mats, x, self.net.activations)
         output = pre[-1]
         value = float(c @ output)
         if not math.isfinite(value):

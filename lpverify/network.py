@@ -1,4 +1,4 @@
-"""The network representation: affine blocks separated by ReLUs (MATH.md §1).
+"""The network representation: affine blocks separated by activations (MATH.md §1).
 
 A k-layer network is ``ẑ_{i+1} = A_i(z_i)``, ``z_i = max(ẑ_i, 0)``, with
 ``z_1 = x`` and ``f(x) = ẑ_k``. Consecutive affine modules of a torch model
@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .activations import ACTIVATION_MODULES, RELU, Activation, from_module
 from .ops import (
     Normalize,
     Shape,
@@ -44,12 +45,13 @@ from .ops import (
 )
 
 SUPPORTED_MODULES = (
-    "nn.Linear, nn.Conv2d (zero padding, no dilation or groups), nn.ReLU, nn.Flatten, nn.Unflatten, "
+    "nn.Linear, nn.Conv2d (zero padding, no dilation or groups), nn.Flatten, nn.Unflatten, "
     "nn.BatchNorm1d/2d (running statistics), nn.AvgPool2d (ceil_mode=False), nn.AdaptiveAvgPool2d "
-    "(output size dividing the input), nn.Identity, lpverify.Normalize"
+    "(output size dividing the input), nn.Identity, lpverify.Normalize, "
+    "and the activations nn.ReLU, nn.LeakyReLU, nn.Sigmoid, nn.Tanh"
 )
-_MODULES = (nn.Linear, nn.Conv2d, nn.ReLU, nn.Flatten, nn.Unflatten, nn.BatchNorm1d, nn.BatchNorm2d, nn.AvgPool2d,
-            nn.AdaptiveAvgPool2d, nn.Identity, Normalize)
+_MODULES = (nn.Linear, nn.Conv2d, nn.Flatten, nn.Unflatten, nn.BatchNorm1d, nn.BatchNorm2d, nn.AvgPool2d,
+            nn.AdaptiveAvgPool2d, nn.Identity, Normalize, *ACTIVATION_MODULES)
 
 
 class AffineOp(Protocol):
@@ -381,16 +383,21 @@ class AffineBlock:
 
 
 class Network:
-    """A ReLU network ``f(x) = A_{k-1}(relu(... relu(A_1(x))))`` over affine blocks.
+    """A network ``f(x) = A_{k-1}(σ_{k-2}(... σ_1(A_1(x))))`` over affine blocks.
 
     ``net(x)`` runs it on x of shape (batch, *input_shape); ``net.blocks[i]`` is
     the paper's affine layer i+1. The hidden pre-activations ẑ_2..ẑ_{k-1} are
-    the outputs of ``blocks[:-1]``.
+    the outputs of ``blocks[:-1]``; ``net.activations[i]`` is the activation
+    after ``blocks[i]`` (:mod:`lpverify.activations`; ReLU by default).
     """
 
-    def __init__(self, blocks: Sequence[AffineBlock]):
+    def __init__(self, blocks: Sequence[AffineBlock], activations: Sequence[Activation] | None = None):
         if not blocks:
             raise ValueError("a Network needs at least one affine block")
+        acts = (RELU,) * (len(blocks) - 1) if activations is None else tuple(activations)
+        if len(acts) != len(blocks) - 1 or not all(isinstance(a, Activation) for a in acts):
+            raise ValueError(f"a Network of {len(blocks)} blocks needs {len(blocks) - 1} activations, got {acts}")
+        self.activations: tuple[Activation, ...] = acts
         for i, (a, b) in enumerate(zip(blocks, blocks[1:])):
             if a.out_shape != b.in_shape:
                 raise ValueError(
@@ -414,11 +421,25 @@ class Network:
 
     @property
     def hidden_shapes(self) -> tuple[Shape, ...]:
-        """Shapes of the pre-activations that pass through a ReLU (ẑ_2..ẑ_{k-1})."""
+        """Shapes of the pre-activations that pass through an activation (ẑ_2..ẑ_{k-1})."""
         return tuple(b.out_shape for b in self.blocks[:-1])
 
     def parameters(self) -> tuple[Tensor, ...]:
         return tuple(p for b in self.blocks for p in b.parameters())
+
+    @property
+    def is_relu(self) -> bool:
+        """Every hidden layer is a ReLU (the paper's networks: every method applies)."""
+        return all(a.is_relu for a in self.activations)
+
+    @property
+    def piecewise_linear(self) -> bool:
+        """Every activation is piecewise linear (ReLU, LeakyReLU): the LP and the exact MILP apply."""
+        return all(a.piecewise_linear for a in self.activations)
+
+    def prefix(self, n_blocks: int) -> "Network":
+        """The sub-network of the first ``n_blocks`` blocks (its output: the pre-activations of that block)."""
+        return Network(self.blocks[:n_blocks], self.activations[: n_blocks - 1])
 
     @property
     def dtype(self) -> torch.dtype:
@@ -461,14 +482,15 @@ class Network:
                        if isinstance(getattr(op, f.name), Tensor)}
             return replace(op, **changes) if changes else op
 
-        net = Network([AffineBlock(tuple(cast(op) for op in b.ops)) for b in self.blocks])
+        net = Network([AffineBlock(tuple(cast(op) for op in b.ops)) for b in self.blocks], self.activations)
         net._finite_key = net._version()
         self._detached = (key, net)
         return net
 
     def __repr__(self) -> str:
         shapes = " -> ".join(str(s) for s in (self.input_shape, *(b.out_shape for b in self.blocks)))
-        return f"Network({len(self.blocks)} affine blocks: {shapes})"
+        kinds = "" if self.is_relu else f", activations {', '.join(a.name for a in self.activations)}"
+        return f"Network({len(self.blocks)} affine blocks: {shapes}{kinds})"
 
     # -- evaluation ---------------------------------------------------------
     def __call__(self, x: Tensor) -> Tensor:
@@ -484,7 +506,7 @@ class Network:
         x = x.to(torch.promote_types(x.dtype, self.dtype))
         out = []
         for i, block in enumerate(self.blocks):
-            x = block(x if i == 0 else torch.relu(x))
+            x = block(x if i == 0 else self.activations[i - 1].forward(x))
             out.append(x)
         return out
 
@@ -508,6 +530,9 @@ class Network:
     def from_torch(cls, module: nn.Module, input_shape: Sequence[int] | None = None) -> "Network":
         """Build a Network from an ``nn.Sequential`` of the modules in ``SUPPORTED_MODULES``.
 
+        The activations are ReLU, LeakyReLU (slope in [0, 1]), Sigmoid and Tanh
+        (:mod:`lpverify.activations`).
+
         ``input_shape`` (without the batch dimension) is required unless the
         first layer is a Linear or BatchNorm1d (then ``(in_features,)``).
         Consecutive affine modules become one block; none is multiplied into
@@ -519,22 +544,25 @@ class Network:
             raise ValueError("cannot build a Network from an empty module")
         shape = _initial_shape(modules[0], input_shape)
         blocks: list[AffineBlock] = []
+        activations: list[Activation] = []
         ops: list[AffineOp] = []
         for pos, m in enumerate(modules):
-            if isinstance(m, nn.ReLU):
+            act = from_module(m)
+            if act is not None:
                 if not ops:
-                    where = "first layer" if not blocks else "a second consecutive ReLU"
-                    raise ValueError(f"module {pos} ({m}) is {where}; a ReLU must follow an affine layer")
+                    where = "first layer" if not blocks else f"a second consecutive {act.name}"
+                    raise ValueError(f"module {pos} ({m}) is {where}; an activation must follow an affine layer")
                 blocks.append(_make_block(ops))
+                activations.append(act)
                 ops = []
                 continue
             for op in _convert(pos, m, shape):
                 ops.append(op)
                 shape = op.out_shape
         if not ops:
-            raise ValueError("the network ends with a ReLU; lpverify expects affine logits as output")
+            raise ValueError(f"the network ends with a {activations[-1].name}; lpverify expects affine logits as output")
         blocks.append(_make_block(ops))
-        return cls(blocks)
+        return cls(blocks, activations)
 
 
 def _flatten_sequential(module: nn.Module) -> list[nn.Module]:

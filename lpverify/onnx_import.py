@@ -3,8 +3,8 @@
 Supported operators (the graph must be a single chain from one input to one
 output)::
 
-    Gemm, MatMul, Add, Sub, Mul, Div, Conv, Relu, Flatten, Reshape, Identity,
-    BatchNormalization, AveragePool, GlobalAveragePool, Transpose
+    Gemm, MatMul, Add, Sub, Mul, Div, Conv, Relu, LeakyRelu, Sigmoid, Tanh, Flatten,
+    Reshape, Identity, BatchNormalization, AveragePool, GlobalAveragePool, Transpose
     (+ Constant nodes, read as initializers)
 
 Elementwise Add/Sub/Mul/Div by a constant (input normalisation, a MatMul's
@@ -17,7 +17,7 @@ BatchNormalization (inference form) becomes a :class:`~lpverify.ops.BatchNorm`
 op, AveragePool/GlobalAveragePool an :class:`~lpverify.ops.AvgPool`, and
 Transpose a :class:`~lpverify.ops.Permute`.
 
-A ReLU after the last affine layer (VNN-COMP's ``mnist_relu_9_200`` has one)
+An activation after the last affine layer (VNN-COMP's ``mnist_relu_9_200`` has a ReLU there)
 becomes an extra identity block, so ``net(x)`` equals the ONNX output exactly.
 Weights keep the file's floating dtype (float64 stays float64, anything
 else becomes float32).
@@ -32,13 +32,14 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from .activations import RELU, SIGMOID, TANH, Activation, LeakyReLU
 from .io import read_maybe_gzipped
 from .network import AffineBlock, AffineOp, Conv, Dense, Network, Reshape, Shape, _make_block
 from .ops import AvgPool, BatchNorm, Elementwise, Permute
 
 SUPPORTED_OPS = (
-    "Gemm", "MatMul", "Add", "Sub", "Div", "Mul", "Conv", "Relu", "Flatten", "Reshape", "Identity",
-    "BatchNormalization", "AveragePool", "GlobalAveragePool", "Transpose",
+    "Gemm", "MatMul", "Add", "Sub", "Div", "Mul", "Conv", "Relu", "LeakyRelu", "Sigmoid", "Tanh", "Flatten", "Reshape",
+    "Identity", "BatchNormalization", "AveragePool", "GlobalAveragePool", "Transpose",
 )
 
 
@@ -158,6 +159,7 @@ class _Importer:
         self.input_name, graph_shape = self._graph_input()
         self.shape: Shape = graph_shape
         self.blocks: list[AffineBlock] = []
+        self.activations: list[Activation] = []
         self.ops: list[AffineOp] = []
         if input_shape is not None:
             shape = tuple(int(d) for d in input_shape)
@@ -246,7 +248,7 @@ class _Importer:
                 f"{self.path}: the chain ends at tensor '{current}' but the graph output is '{self.graph.output[0].name}'"
             )
         self._finish()
-        net = Network(self.blocks)
+        net = Network(self.blocks, self.activations)
         self._check_output(net)
         return net
 
@@ -291,12 +293,28 @@ class _Importer:
     def _op_identity(self, node, where: str) -> None:
         return None
 
-    def _op_relu(self, node, where: str) -> None:
+    def _activation(self, node, where: str, act: Activation) -> None:
         if not self.ops:
-            what = "the network input" if not self.blocks else "another ReLU"
-            raise self._error(where, "Relu", f"applies a ReLU directly to {what}; it must follow an affine layer")
+            what = "the network input" if not self.blocks else "another activation"
+            raise self._error(where, node.op_type, f"applies a {act.name} directly to {what}; it must follow an affine layer")
         self.blocks.append(_make_block(self.ops))
+        self.activations.append(act)
         self.ops = []
+
+    def _op_relu(self, node, where: str) -> None:
+        self._activation(node, where, RELU)
+
+    def _op_sigmoid(self, node, where: str) -> None:
+        self._activation(node, where, SIGMOID)
+
+    def _op_tanh(self, node, where: str) -> None:
+        self._activation(node, where, TANH)
+
+    def _op_leakyrelu(self, node, where: str) -> None:
+        slope = float(_attributes(node).get("alpha", 0.01))
+        if not 0.0 <= slope <= 1.0:
+            raise self._error(where, "LeakyRelu", f"alpha={slope} is not supported; lpverify takes slopes in [0, 1]")
+        self._activation(node, where, LeakyReLU(slope))
 
     def _op_flatten(self, node, where: str) -> None:
         axis = int(_attributes(node).get("axis", 1))

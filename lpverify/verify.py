@@ -226,6 +226,28 @@ def _check_method(method: str) -> None:
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
 
 
+def applicable_methods(net: Network) -> tuple[str, ...]:
+    """The methods that take this network: all for ReLU; no branch and bound (which splits ReLU units)
+    for LeakyReLU; the relaxations with linear bounds per unit (interval, dual, dual-opt) for sigmoid and tanh."""
+    if net.is_relu:
+        return METHODS
+    if net.piecewise_linear:
+        return tuple(m for m in METHODS if m != "bab")
+    return ("interval", "dual", "dual-opt")
+
+
+def _check_applicable(net: Network, method: str) -> None:
+    """A ValueError naming the activation when ``method`` cannot take the network."""
+    usable = applicable_methods(net)
+    if method in usable:
+        return
+    others = sorted({a.name for a in net.activations if not (a.is_relu if method == "bab" else a.piecewise_linear)})
+    why = ("branch and bound splits ReLU units only" if method == "bab" and net.piecewise_linear
+           else "an exact MILP or LP encoding needs piecewise-linear activations")
+    raise ValueError(f"method {method!r} does not apply to a network with {', '.join(others)} activations ({why}); "
+                     f"the methods that do: {', '.join(usable)}")
+
+
 def objective_bounds(
     net: Network,
     ball: Ball,
@@ -245,6 +267,7 @@ def objective_bounds(
     then are ``nan``.
     """
     _check_method(method)
+    _check_applicable(net, method)
     if method not in BOUND_METHODS:
         raise ValueError(f"{method} gives verdicts, not a relaxation's bounds: use verify(..., method={method!r})")
     options = MethodOptions(alpha_steps=alpha_steps, backend=backend, deadline=deadline)
@@ -278,6 +301,7 @@ def verify(
         one :class:`Verdict` per example.
     """
     _check_method(method)
+    _check_applicable(net, method)
     d = torch.zeros(c.shape[:2], dtype=torch.float64) if d is None else d
     if d.shape != c.shape[:2]:
         raise ValueError(f"offsets d must have shape {tuple(c.shape[:2])}, got {tuple(d.shape)}")
@@ -396,7 +420,7 @@ def property_ball(net: Network, prop: VnnlibProperty) -> LinfBall:
 def _rechecked(net: Network, prop: VnnlibProperty, verdict: Verdict) -> Verdict:
     """A "violated" verdict re-checked against the property itself with a float64 forward pass of the sparse export."""
     if verdict.status == "violated":
-        y = forward64(net.sparse(), verdict.witness)[-1]
+        y = forward64(net.sparse(), verdict.witness, net.activations)[-1]
         if not (prop.input_contains(verdict.witness, tol=0.0) and prop.violated_by(y)):
             return Verdict("unknown", math.nan, verdict.time, reason="a counterexample failed its float64 re-check")
     return verdict
@@ -416,6 +440,7 @@ def verify_property(
     by "bab", which decides disjunctions of any shape.
     """
     _check_method(method)
+    _check_applicable(net, method)
     start = time.perf_counter()
     ball = property_ball(net, prop)
     c_np, d_np, owner = prop.objectives()
@@ -445,4 +470,4 @@ def verify_property(
     return Verdict("unknown", float(best.min()), elapsed, reason="some disjunct is not excluded")
 
 
-__all__ = ["BOUND_METHODS", "BoundMethod", "COMPLETE_METHODS", "METHODS", "MethodOptions", "Status", "Verdict", "check_witness", "objective_bounds", "property_ball", "verify", "verify_property"]
+__all__ = ["applicable_methods", "BOUND_METHODS", "BoundMethod", "COMPLETE_METHODS", "METHODS", "MethodOptions", "Status", "Verdict", "check_witness", "objective_bounds", "property_ball", "verify", "verify_property"]

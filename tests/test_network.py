@@ -108,10 +108,12 @@ def test_float32_parameters_run_in_float64():
 @pytest.mark.parametrize(
     "model, kwargs, message",
     [
-        (nn.Sequential(nn.Linear(3, 4), nn.Sigmoid(), nn.Linear(4, 2)), {}, "Sigmoid"),
         (nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2), nn.BatchNorm1d(2, track_running_stats=False)), {},
          r"module 3 \(BatchNorm1d.*track_running_stats=False"),
         (nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Dropout()), {}, "unsupported module Dropout"),
+        (nn.Sequential(nn.Linear(3, 4), nn.ELU(), nn.Linear(4, 2)), {}, "ELU"),
+        (nn.Sequential(nn.Linear(3, 4), nn.LeakyReLU(2.0), nn.Linear(4, 2)), {}, r"slope must lie in \[0, 1\]"),
+        (nn.Sequential(nn.Linear(3, 4), nn.Sigmoid()), {}, "ends with a Sigmoid"),
         (nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8, 2)), {}, "input_shape is required"),
         (nn.Sequential(nn.ReLU(), nn.Linear(3, 2)), {}, "first layer"),
         (nn.Sequential(nn.Linear(3, 4), nn.ReLU()), {}, "ends with a ReLU"),

@@ -150,10 +150,14 @@ def test_eran_relu_network_matches_the_reference_evaluator(mnist_test):
 
 
 @pytest.mark.shared
-def test_eran_sigmoid_network_is_rejected_naming_the_op():
+def test_eran_sigmoid_network_matches_the_reference_evaluator(mnist_test):
     path = shared_path("data", "vnncomp", "eran_2021", "nets", "ffnnSIGMOID__Point_6x200.onnx")
-    with pytest.raises(ValueError, match=r"unsupported ONNX op 'Sigmoid' \(node 'Sigmoid_6'\).*supports Gemm"):
-        load_onnx(path)
+    net = lv.load_onnx(path)
+    assert [a.name for a in net.activations] == ["Sigmoid"] * 6
+    assert [b.out_shape for b in net.blocks] == [(200,)] * 6 + [(10,)]
+    x, y = mnist_test
+    np.testing.assert_allclose(outputs(net, x[:40]), reference(path, x[:40]), rtol=1e-5, atol=1e-5)
+    assert (outputs(net, x[:500]).argmax(1) == y[:500]).mean() > 0.95  # published: 0.9766 on all 10,000
 
 
 # -- (c) elementwise maps: exact ops holding the file's constants ---------------------
@@ -261,17 +265,32 @@ def test_add_after_a_biased_layer_stays_a_separate_shift(tmp_path):
 # -- (d) unsupported graphs ------------------------------------------------------------
 
 
-def test_sigmoid_graph_is_rejected_naming_op_and_node(tmp_path):
+def test_unsupported_activation_is_rejected_naming_op_and_node(tmp_path):
     nodes = [
         helper.make_node("Gemm", ["x", "w"], ["h"], name="fc", transB=1),
-        helper.make_node("Sigmoid", ["h"], ["y"], name="sig_1"),
+        helper.make_node("Elu", ["h"], ["y"], name="elu_1"),
     ]
-    path = make_model(nodes, {"w": f32(3, 4)}, (1, 4), (1, 3), tmp_path / "sig.onnx")
+    path = make_model(nodes, {"w": f32(3, 4)}, (1, 4), (1, 3), tmp_path / "elu.onnx")
     with pytest.raises(ValueError) as info:
         load_onnx(path)
     message = str(info.value)
-    assert "unsupported ONNX op 'Sigmoid' (node 'sig_1')" in message
-    assert "lpverify supports Gemm, MatMul, Add, Sub, Div, Mul, Conv, Relu, Flatten, Reshape, Identity" in message
+    assert "unsupported ONNX op 'Elu' (node 'elu_1')" in message
+    assert "lpverify supports Gemm, MatMul, Add, Sub, Div, Mul, Conv, Relu, LeakyRelu, Sigmoid, Tanh" in message
+
+
+@pytest.mark.parametrize("op, attrs, expected", [("Sigmoid", {}, "Sigmoid"), ("Tanh", {}, "Tanh"),
+                                                  ("LeakyRelu", {"alpha": 0.25}, "LeakyReLU(0.25)")])
+def test_activation_ops_import_and_match_the_reference(tmp_path, op, attrs, expected):
+    nodes = [
+        helper.make_node("Gemm", ["x", "w1", "b1"], ["h"], name="fc1", transB=1),
+        helper.make_node(op, ["h"], ["a"], name="act", **attrs),
+        helper.make_node("Gemm", ["a", "w2"], ["y"], name="fc2", transB=1),
+    ]
+    path = make_model(nodes, {"w1": f32(5, 4), "b1": f32(5), "w2": f32(3, 5)}, (1, 4), (1, 3), tmp_path / "act.onnx")
+    net = load_onnx(path)
+    assert [a.name for a in net.activations] == [expected]
+    x = np.random.default_rng(0).normal(size=(8, 4)).astype(np.float32) * 3
+    np.testing.assert_allclose(outputs(net, x), reference(path, x), rtol=1e-5, atol=1e-6)
 
 
 def test_asymmetric_pads_are_rejected(tmp_path):
