@@ -10,7 +10,6 @@ import torch
 from hypothesis import given, settings
 
 import lpverify as lv
-from lpverify import lpall
 from conftest import assert_bounds_close, random_mlp
 from strategies import any_case, lp_ball_cases, sampled_pre_activations
 
