@@ -476,7 +476,8 @@ class _Search:
             model = build_lp(self.net, self.ball, bounds)
             best = -math.inf
             for r in torch.nonzero(self.prop.owner == k).view(-1):
-                res = model.solve(self.prop.c[r].double().numpy())
+                left = self.deadline - time.perf_counter()  # the LP's safe bound holds after a time limit too
+                res = model.solve(self.prop.c[r].double().numpy(), time_limit=None if math.isinf(left) else max(left, 0.0))
                 if math.isfinite(res.bound):
                     best = max(best, float(np.nextafter(res.bound + float(self.prop.d[r]), -np.inf)))
                 if res.input is not None and self.try_points(torch.as_tensor(res.input).view(1, *self.net.input_shape)):
