@@ -387,6 +387,21 @@ class _Importer:
             raise self._error(where, "MatMul", f"weight of shape {b.shape} does not accept {self.shape[0]} features")
         self._add_affine(Dense(_tensor(_float_array(b).T, self._dtype_of(b)), None, self.shape))
 
+    def _window_pads(self, attrs: dict, where: str, op: str) -> list[int]:
+        """A sliding window's pads (top, left, bottom, right): symmetric, no dilation, auto_pad NOTSET or VALID."""
+        if any(int(d) != 1 for d in attrs.get("dilations", [1, 1])):
+            raise self._error(where, op, f"dilations={list(attrs['dilations'])} are not supported; only 1")
+        auto_pad = attrs.get("auto_pad", b"NOTSET")
+        auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else str(auto_pad)
+        if auto_pad not in ("NOTSET", "VALID"):
+            raise self._error(where, op, f"auto_pad={auto_pad} is not supported; give explicit symmetric pads")
+        pads = [int(p) for p in attrs.get("pads", [0, 0, 0, 0])] if auto_pad == "NOTSET" else [0, 0, 0, 0]
+        if len(pads) != 4 or pads[0] != pads[2] or pads[1] != pads[3]:
+            raise self._error(
+                where, op, f"asymmetric pads {pads} (top, left, bottom, right) are not supported; only symmetric padding"
+            )
+        return pads
+
     def _dtype_of(self, arr: np.ndarray) -> torch.dtype:
         return torch.float64 if arr.dtype == np.float64 else torch.float32
 
@@ -399,20 +414,10 @@ class _Importer:
             raise self._error(where, "Conv", f"weight {w.shape} expects ({w.shape[1]}, H, W) but receives {self.shape}")
         if int(attrs.get("group", 1)) != 1:
             raise self._error(where, "Conv", f"group={attrs['group']} is not supported; only group=1")
-        if any(int(d) != 1 for d in attrs.get("dilations", [1, 1])):
-            raise self._error(where, "Conv", f"dilations={list(attrs['dilations'])} are not supported; only 1")
         kernel = [int(k) for k in attrs.get("kernel_shape", w.shape[2:])]
         if kernel != list(w.shape[2:]):
             raise self._error(where, "Conv", f"kernel_shape {kernel} disagrees with the weight shape {w.shape}")
-        auto_pad = attrs.get("auto_pad", b"NOTSET")
-        auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else str(auto_pad)
-        if auto_pad not in ("NOTSET", "VALID"):
-            raise self._error(where, "Conv", f"auto_pad={auto_pad} is not supported; give explicit symmetric pads")
-        pads = [int(p) for p in attrs.get("pads", [0, 0, 0, 0])] if auto_pad == "NOTSET" else [0, 0, 0, 0]
-        if len(pads) != 4 or pads[0] != pads[2] or pads[1] != pads[3]:
-            raise self._error(
-                where, "Conv", f"asymmetric pads {pads} (top, left, bottom, right) are not supported; only symmetric padding"
-            )
+        pads = self._window_pads(attrs, where, "Conv")
         strides = [int(s) for s in attrs.get("strides", [1, 1])]
         bias = None
         if len(node.input) > 2 and node.input[2]:
@@ -491,15 +496,7 @@ class _Importer:
                               f"(kernel_shape {kernel}, input {self.shape})")
         if int(attrs.get("ceil_mode", 0)) != 0:
             raise self._error(where, "AveragePool", "ceil_mode=1 is not supported; only floor output sizes")
-        if any(int(d) != 1 for d in attrs.get("dilations", [1, 1])):
-            raise self._error(where, "AveragePool", f"dilations={list(attrs['dilations'])} are not supported; only 1")
-        auto_pad = attrs.get("auto_pad", b"NOTSET")
-        auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else str(auto_pad)
-        if auto_pad not in ("NOTSET", "VALID"):
-            raise self._error(where, "AveragePool", f"auto_pad={auto_pad} is not supported; give explicit symmetric pads")
-        pads = [int(p) for p in attrs.get("pads", [0, 0, 0, 0])] if auto_pad == "NOTSET" else [0, 0, 0, 0]
-        if len(pads) != 4 or pads[0] != pads[2] or pads[1] != pads[3]:
-            raise self._error(where, "AveragePool", f"asymmetric pads {pads} are not supported; only symmetric padding")
+        pads = self._window_pads(attrs, where, "AveragePool")
         strides = [int(s) for s in attrs.get("strides", [1, 1])]
         return (kernel[0], kernel[1]), (strides[0], strides[1]), (pads[0], pads[1])
 
