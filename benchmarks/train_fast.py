@@ -89,6 +89,10 @@ def recipes_table(records: Path) -> str:
         "models' certified error by `convex_adversarial` 0.4.4 (its `DualNetwork`), an independent check.",
         "The exact loss and random projections are timed per step beside the paper's code in",
         "[train_speed.md](train_speed.md); its last column, minutes per epoch, says why they are not run to the end here.",
+        "Recipes: `crown-ibp` is `lpverify train`'s default; `crown-ibp-to-ibp` ramps β (the weight of the dual bound",
+        "against the interval bound) from 1 to 0 with ε; `ibp` trains on interval bounds alone, with κ ending at 0.5.",
+        "A network trained on interval bounds alone is loose for linear relaxations such as the dual (Zhang et al., 2020),",
+        "so its certified error is far above its PGD error.",
         "",
         "| dataset | recipe | epochs | training min | min / epoch | threads | clean error | PGD error | certified error "
         "| certified, paper's code | test images |",

@@ -1,23 +1,26 @@
-"""Layer-wise bounds for networks with activations other than ReLU (MATH.md §4 by backward passes).
+"""Layer-wise bounds by backward passes (MATH.md §4, eq. 9–10 read as objectives).
 
-Algorithm 1 proper (:func:`lpverify.dual.dual_bounds`) runs the relaxed
-network forwards on columns, one per crossing ReLU; its structured column
-arithmetic (:mod:`lpverify.columns`) is written for the ReLU triangle, whose
-only offset is ``−ℓ d`` on crossing units. A general linear relaxation
-(:mod:`lpverify.activations`) has an intercept on every unit, so networks
-with a LeakyReLU, Sigmoid or Tanh layer take the equivalent definition of
-eq. 9–10 instead: the bounds of layer m are ``ℓ_j = J(e_j)`` and
-``u_j = −J(−e_j)`` of the sub-network ending at ẑ_m, all units of the layer
-at once as a batch of objectives ``c = [I; −I]`` walked backwards by
-Theorem 1 (:func:`lpverify.dual.dual_objective`, the CROWN form) over the
-bounds already found. Each layer is intersected with its interval bounds
-(both are sound). Rigorous mode runs every walk in outward-rounded float64
+The bounds of layer m are ``ℓ_j = J(e_j)`` and ``u_j = −J(−e_j)`` of the
+sub-network ending at ẑ_m: all units of the layer at once as a batch of
+objectives ``c = [I; −I]`` walked backwards by Theorem 1
+(:func:`lpverify.dual.dual_objective`, the CROWN form) over the bounds
+already found. Rigorous mode runs every walk in outward-rounded float64
 (MATH.md §11) and rounds the results outward into the working dtype.
 
+Two users:
+
+* networks with a LeakyReLU, Sigmoid or Tanh layer (:func:`layerwise_bounds`):
+  Algorithm 1's structured columns (:mod:`lpverify.columns`) are written for
+  the ReLU triangle, whose only offset is ``−ℓ d`` on crossing units, while
+  a general linear relaxation (:mod:`lpverify.activations`) has an intercept
+  on every unit; each layer is also intersected with its interval bounds;
+* Algorithm 1 itself (:func:`backward_from`), from the layer on where the
+  walks cost less than pushing the columns forward (:func:`backward_cost`
+  against :func:`lpverify.columns.push_cost`): narrow layers after wide
+  ones, where the columns outnumber twice the layer's width.
+
 The cost is one backward pass per layer for twice its width in objectives,
-batched over examples and chunked to bound memory: fine for fully connected
-networks of a few thousand units per layer, slower than the column form on
-large convolutional ones.
+batched over examples and chunked to bound memory.
 """
 
 from __future__ import annotations
@@ -26,12 +29,15 @@ import torch
 from torch import Tensor
 
 from .bounds import Bounds, interval_bounds
+from .columns import block_macs
 from .network import Network
 from .rigorous import to_dtype_down, to_dtype_up
 from .sets import Ball
 
 # Upper limit on the entries of one objective chunk's widest dual variable (B · objectives · units).
 CHUNK_ELEMENTS = 1 << 24
+# Cost of a rigorous walk against a plain one (float64, the magnitudes and local minima beside the values).
+RIGOROUS_FACTOR = 4.0
 
 
 def layerwise_bounds(
@@ -43,19 +49,40 @@ def layerwise_bounds(
     J (B, m) or None, and J's rounding allowance (zero: the walk's rounding
     is already subtracted) or None; what :func:`lpverify.dual.forward_objective` returns.
     """
+    naive = interval_bounds(net, ball, rigorous=rigorous)
+    return backward_from(net, ball, [], [], rigorous, c, naive)
+
+
+def backward_from(
+    net: Network,
+    ball: Ball,
+    lower: list[Tensor],
+    upper: list[Tensor],
+    rigorous: bool,
+    c: Tensor | None = None,
+    naive: Bounds | None = None,
+) -> tuple[Bounds, Tensor | None, Tensor | None]:
+    """The bounds of blocks ``len(lower)`` onwards by backward passes over the bounds already found, then J(c).
+
+    Algorithm 1 hands over here at the layer where walking its units back
+    costs less than pushing its columns on (:func:`lpverify.dual.dual_bounds`);
+    a unit's bound is the same J(±e_j) either way. ``naive``: interval bounds
+    each layer is intersected with (both sound), or None.
+    """
     from .dual import dual_objective
 
     dtype = ball.dtype
-    naive = interval_bounds(net, ball, rigorous=rigorous)
-    lower: list[Tensor] = []
-    upper: list[Tensor] = []
-    for i, block in enumerate(net.blocks):
+    lower, upper = list(lower), list(upper)
+    for i in range(len(lower), len(net.blocks)):
+        block = net.blocks[i]
         sub = net.prefix(i + 1)
         placeholder = torch.zeros(ball.batch_size, *block.out_shape, dtype=dtype, device=ball.center.device)
         earlier = Bounds(tuple(lower) + (placeholder,), tuple(upper) + (placeholder,))
         lo, up = _unit_bounds(sub, ball, earlier, rigorous, dual_objective)
-        lower.append(torch.maximum(lo, naive.lower[i]))
-        upper.append(torch.minimum(up, naive.upper[i]))
+        if naive is not None:
+            lo, up = torch.maximum(lo, naive.lower[i]), torch.minimum(up, naive.upper[i])
+        lower.append(lo)
+        upper.append(up)
     bounds = Bounds(tuple(lower), tuple(upper))
     if c is None:
         return bounds, None, None
@@ -64,6 +91,16 @@ def layerwise_bounds(
         J = to_dtype_down(J, dtype)
     J = torch.where(bounds.finite().unsqueeze(1) & torch.isfinite(J), J, torch.full_like(J, float("nan")))
     return bounds, J, torch.zeros_like(J)
+
+
+def backward_cost(net: Network, block: int, rigorous: bool) -> float:
+    """Estimated multiply-adds per example of the bounds of ``block``'s outputs by backward walks.
+
+    Twice the block's width in objectives, each walked through the blocks up
+    to it; rigorous walks run in float64 with their magnitudes beside them.
+    """
+    walk = sum(block_macs(b) for b in net.blocks[: block + 1])
+    return 2 * net.blocks[block].out_features * walk * (RIGOROUS_FACTOR if rigorous else 1.0)
 
 
 def _unit_bounds(sub: Network, ball: Ball, earlier: Bounds, rigorous: bool, dual_objective) -> tuple[Tensor, Tensor]:
@@ -86,4 +123,4 @@ def _unit_bounds(sub: Network, ball: Ball, earlier: Bounds, rigorous: bool, dual
     return lo.view(batch, *sub.output_shape), up.view(batch, *sub.output_shape)
 
 
-__all__ = ["layerwise_bounds"]
+__all__ = ["backward_cost", "backward_from", "layerwise_bounds"]

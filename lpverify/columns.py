@@ -226,6 +226,26 @@ def combine(cols: Columns, c: Tensor) -> Columns:
     return Columns(cols.to_dense() @ c.transpose(1, 2), None, c.shape[1])
 
 
+def block_macs(block: AffineBlock) -> int:
+    """Multiply-adds of one pass of a vector through the block (forwards or transposed): the cost model's unit."""
+    total = 0
+    for op in block.ops:
+        if isinstance(op, Dense):
+            total += op.weight.numel()
+        elif isinstance(op, Conv):
+            total += math.prod(op.out_shape) * math.prod(op.weight.shape[1:])
+        else:  # elementwise, pooling, reshapes: a few operations per output
+            total += math.prod(op.out_shape) * max(1, int(getattr(op, "fan", 1)))
+    return total
+
+
+def push_cost(block: AffineBlock, cols: Columns) -> float:
+    """Estimated multiply-adds per example of :func:`push` for ``cols``: each stored entry meets its row of W."""
+    k = cols.values.shape[0] if cols.index is not None else cols.values.shape[1]
+    entries = k * (cols.index.shape[1] if cols.index is not None else cols.size)
+    return entries * block_macs(block) / max(1, block.in_features)
+
+
 def column_entries(net: Network) -> list[int]:
     """Per block, the entries per example the input columns hold after it (summed over groups)."""
     first = net.blocks[0]

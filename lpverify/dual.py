@@ -24,11 +24,25 @@ from torch import Tensor
 
 from .activations import dual_step as general_step, graph_minimum
 from .bounds import Bounds, prepare
-from .columns import Columns, combine, group_norm, input_columns, merged, push, unit_column_parts, unit_columns
+from .columns import (
+    Columns,
+    block_macs,
+    combine,
+    group_norm,
+    input_columns,
+    merged,
+    push,
+    push_cost,
+    unit_column_parts,
+    unit_columns,
+)
 from .network import Network
 from .relu import crossing, dual_step, dual_term, local_minimum, relu_slope, sound_slope
 from .rigorous import error_bound, lower_bound, widen
 from .sets import Ball
+
+# Algorithm 1 hands over to backward walks where they are cheaper; False keeps it forward (the tests' reference).
+AUTO_DIRECTION = True
 
 # ν_i from ν̂_i: (hidden layer index, ν̂ (B, m, *s), ℓ (B, 1, *s), u (B, 1, *s)) → ν (B, m, *s).
 Multipliers = Callable[[int, Tensor, Tensor, Tensor], Tensor]
@@ -273,6 +287,12 @@ def dual_bounds(net: Network, ball: Ball, *, rigorous: bool = True) -> Bounds:
     numbers of crossing units; columns are padded to the batch maximum with
     zero coefficients.
 
+    Per layer, the cheaper direction: where walking a layer's units back
+    (2·n_i objectives through the blocks before it) costs less than pushing
+    the columns through it (a narrow layer after wide ones, many crossing
+    units), that layer and the ones after it are bounded by backward walks
+    (:func:`lpverify.backward.backward_from`), which give the same J(±e_j).
+
     ``rigorous`` (the default; MATH.md §11): the slopes are rounded up
     (:func:`lpverify.relu.sound_slope`, still a valid relaxation), and each
     layer is widened by ``γ_n s_m``, where the magnitude ``s_m`` is the same
@@ -348,8 +368,12 @@ def _algorithm1(
         lo, up = widen(lo, up, error_bound(magnitude, depth))
     lower, upper = [lo], [up]
 
-    for block in net.blocks[1:]:
+    for i, block in enumerate(net.blocks[1:], 1):
         lo, up = lower[-1], upper[-1]
+        if AUTO_DIRECTION and _backward_cheaper(net, i, cols_in, relu_cols, lo, up, rigorous):
+            from .backward import backward_from
+
+            return backward_from(net, ball, lower, upper, rigorous, c)
         slope = sound_slope(lo, up) if rigorous else relu_slope(lo, up)
         cols_in = merged([push(block, cols.scaled(slope)) for cols in cols_in])
         relu_cols = [(coef, push(block, cols.scaled(slope))) for coef, cols in relu_cols]
@@ -384,6 +408,33 @@ def _algorithm1(
         J = lower_bound(J, allowance)
     J = torch.where(bounds.finite().unsqueeze(1) & torch.isfinite(J), J, torch.full_like(J, float("nan")))
     return bounds, J, allowance
+
+
+def _backward_cheaper(
+    net: Network,
+    i: int,
+    cols_in: list[Columns],
+    relu_cols: list[tuple[Tensor, Columns]],
+    lower: Tensor,
+    upper: Tensor,
+    rigorous: bool,
+) -> bool:
+    """Whether block i's bounds cost less by backward walks than by pushing the columns through it.
+
+    The forward cost is the columns' entries times their rows of W_i (the
+    input columns, the crossing columns so far and the new ones of the layer
+    before); the backward cost is 2·n_i objectives walked through blocks
+    1..i (:func:`lpverify.backward.backward_cost`). Once walking back, the
+    remaining layers walk back too: no column reaches them.
+    """
+    from .backward import backward_cost
+
+    block = net.blocks[i]
+    forward = sum(push_cost(block, cols) for cols in cols_in)
+    forward += sum(push_cost(block, cols) for _, cols in relu_cols)
+    crossing_now = int(((lower < 0) & (upper > 0)).flatten(1).sum(1).max()) if lower.numel() else 0
+    forward += crossing_now * block_macs(block) / max(1, block.in_features)
+    return backward_cost(net, i, rigorous) < forward
 
 
 def _crossing_units(lower: Tensor, upper: Tensor, slope: Tensor) -> tuple[Tensor, Tensor, Tensor] | None:

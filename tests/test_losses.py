@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import lpverify as lv
-from lpverify.losses import margin_estimates, projected_bounds, training_loss
+from lpverify.losses import margin_estimates, projected_bounds, projections_pay, training_loss
 from lpverify.schedule import Loss
 from conftest import random_convnet, random_mlp
 
@@ -145,6 +145,29 @@ def test_projected_bounds_are_exact_at_eps_zero_and_reproducible():
     assert all(p.equal(q) for p, q in zip(a.lower + a.upper, b.lower + b.upper))
     with pytest.raises(ValueError, match="ℓ∞ ball"):
         projected_bounds(net, lv.LpBall(x, 0.1, p=2), 5)
+
+
+def test_the_projection_loss_is_exact_where_projections_would_cost_more():
+    """At most k crossing first-layer units per hidden layer: the exact margins, else the estimate."""
+    model, shape = random_convnet(1, 8, seed=2)
+    net = lv.Network.from_torch(model, input_shape=shape)
+    x = torch.rand(3, *shape, generator=torch.Generator().manual_seed(0))
+    y = torch.tensor([0, 1, 2])
+    hidden = len(net.blocks) - 1
+    for eps in (0.3, 1.0):
+        ball = lv.LinfBall(x, eps)
+        with torch.no_grad():
+            first = lv.interval_bounds(net, ball, rigorous=False)
+            most = int(((first.lower[0] < 0) & (first.upper[0] > 0)).flatten(1).sum(1).max())
+            assert most > 2 * hidden, "units must cross for the comparison to mean anything"
+            k_pay, k_exact = (most - 1) // hidden, -(-most // hidden)  # k · hidden < most ≤ k_exact · hidden
+            assert projections_pay(net, ball, k_pay) and not projections_pay(net, ball, k_exact)
+            exact = margin_estimates(Loss.EXACT, net, ball, y)
+            cheap = margin_estimates(Loss.PROJECTION, net, ball, y, projections=k_exact)
+            estimate = margin_estimates(Loss.PROJECTION, net, ball, y, projections=k_pay,
+                                        generator=torch.Generator().manual_seed(0))
+        assert torch.equal(cheap, exact)
+        assert not torch.allclose(estimate, exact, rtol=1e-3, atol=1e-3)
 
 
 @pytest.mark.parametrize("loss", SOUND)

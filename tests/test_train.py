@@ -70,7 +70,7 @@ def test_resumed_training_equals_an_uninterrupted_run(tmp_path):
 def test_interrupted_mid_epoch_resumes_bit_exactly(tmp_path, loss):
     """Interruptions inside epochs (projections draw random numbers: their state is in the checkpoint too)."""
     data = toy_2d(12, 0.16, seed=0)
-    config = TrainConfig(epochs=3, batch_size=4, eps=0.05, lr=1e-2, loss=loss, projections=5, warmup_epochs=0.5,
+    config = TrainConfig(epochs=3, batch_size=4, eps=0.05, lr=1e-2, loss=loss, projections=1, warmup_epochs=0.5,
                          ramp_epochs=1.5, lr_steps=(2.5,), test_robust_examples=4)
     straight = toy_model()
     full = train(straight, data, data, config, tmp_path / "a", progress=False)
