@@ -271,7 +271,8 @@ def run_benchmark(name: str, args: argparse.Namespace) -> tuple[list[dict], list
             problems.append(f"{inst.key}: lpverify says {result}, the published consensus is {agreed}")
         rows.append({"benchmark": name, "onnx": inst.key[0], "vnnlib": inst.key[1], "prepare_time": prepare,
                      "result": result, "time": seconds, "timeout": timeout, "decided_by": relative(method, args.root), "consensus": agreed,
-                     "alpha_beta_crown": tools.get("alpha_beta_crown", tools.get("a-b-CROWN", ""))})
+                     "alpha_beta_crown": tools.get("alpha_beta_crown", tools.get("a-b-CROWN", "")),
+                     "command": args.command, "note": args.note})
         print(f"{name:<9} {inst.key[0]:<18} {inst.key[1]:<42} {result:<11} {seconds:7.2f} s  {method:<6} "
               f"(consensus: {agreed or '-'})", flush=True)
     return rows, problems
@@ -280,8 +281,11 @@ def run_benchmark(name: str, args: argparse.Namespace) -> tuple[list[dict], list
 def summary(rows: list[dict], name: str, root: Path) -> list[str]:
     ours = Counter(r["result"] for r in rows)
     keys = {(r["onnx"], r["vnnlib"]) for r in rows}
-    lines = [f"### {name} ({len(rows)} instances)", "",
-             "| tool | unsat | sat | timeout / unknown / other |", "|---|---:|---:|---:|",
+    runs = sorted({(r.get("command", ""), r.get("note", "")) for r in rows})
+    lines = [f"### {name} ({len(rows)} instances)", ""]
+    for command, note in runs:
+        lines += [f"Command: `{command}`." + (f" {note}" if note else ""), ""]
+    lines += ["| tool | unsat | sat | timeout / unknown / other |", "|---|---:|---:|---:|",
              f"| **lpverify** | {ours['unsat']} | {ours['sat']} | {len(rows) - ours['unsat'] - ours['sat']}"
              + (f" (of which {ours['unsupported']} unsupported)" if ours["unsupported"] else "") + " |"]
     per_tool: dict[str, Counter] = {}
@@ -341,12 +345,17 @@ def main(argv: list[str] | None = None) -> int:
     threads = args.threads * max(1, args.workers)
     where = (f"instances on the Dask cluster's workers, {args.threads} thread(s) each" if args.cluster
              else f"{threads} threads in all: {max(1, args.workers)} worker(s) of {args.threads}")
-    lines += [f"Command: `{command}` ({where}). "
-              f"Published results: VNN-COMP {', '.join(str(BENCHMARKS[n][3]) for n in names)} "
-              "(each tool on its own hardware, with the full timeouts).", ""]
-    if args.note:
-        lines += [args.note, ""]
+    args.command = command
+    args.note = f"{where[0].upper()}{where[1:]}." + (f" {args.note}" if args.note else "")
+    lines += ["Published results: VNN-COMP 2022 (mnist_fc) and 2021 (eran), each tool on its own hardware, "
+              "with the full timeouts. Each benchmark names the run its rows come from: a run of one benchmark "
+              "(`--benchmark`) keeps the other's rows.", ""]
     earlier = list(csv.DictReader(args.from_csv.open())) if args.from_csv else None
+    suffix = "_quick" if args.quick else ""
+    kept = []  # the rows of benchmarks not run now, from the results being refreshed
+    if earlier is None and args.benchmark != "all" and (args.results / f"vnncomp{suffix}.csv").is_file():
+        with (args.results / f"vnncomp{suffix}.csv").open() as f:
+            kept = [r for r in csv.DictReader(f) if r["benchmark"] not in names]
     args.executor = None
     try:
         if args.cluster is not None and earlier is None:
@@ -365,7 +374,10 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if args.executor is not None:
             args.executor.shutdown(cancel_futures=True)
-    suffix = "_quick" if args.quick else ""
+    for name in [n for n in BENCHMARKS if any(r["benchmark"] == n for r in kept)]:
+        rows = [r for r in kept if r["benchmark"] == name]
+        all_rows += rows
+        lines += summary(rows, name, args.root)
     write_csv(args.results / f"vnncomp{suffix}.csv", all_rows, list(all_rows[0]))
     atomic_write_text(args.results / f"vnncomp{suffix}.md", "\n".join(lines))
     print("\n".join(lines))

@@ -151,6 +151,29 @@ def test_vnncomp_quick_run_agrees_with_the_published_verdicts(tmp_path):
 
 
 @pytest.mark.shared
+def test_a_vnncomp_run_of_one_benchmark_keeps_the_other_benchmarks_rows(tmp_path, monkeypatch):
+    shared_path("data", "vnncomp", "mnist_fc")
+    vnncomp = load_script("vnncomp")
+    committed = list(csv.DictReader((BENCHMARKS / "results" / "vnncomp_quick.csv").open()))
+    (tmp_path / "vnncomp_quick.csv").write_text((BENCHMARKS / "results" / "vnncomp_quick.csv").read_text())
+    fresh = [{**r, "result": "unknown", "decided_by": "stub"} for r in committed if r["benchmark"] == "eran"]
+
+    def run_benchmark(name, args):  # the rows of this run, labelled with its command
+        assert name == "eran"
+        return [{**r, "command": args.command, "note": args.note} for r in fresh], []
+
+    monkeypatch.setattr(vnncomp, "run_benchmark", run_benchmark)
+    assert vnncomp.main(["--quick", "--benchmark", "eran", "--workers", "2", "--threads", "1", "--results", str(tmp_path)]) == 0
+    rows = list(csv.DictReader((tmp_path / "vnncomp_quick.csv").open()))
+    kept = [r for r in committed if r["benchmark"] == "mnist_fc"]
+    assert [r for r in rows if r["benchmark"] == "mnist_fc"] == kept and kept
+    assert [r["result"] for r in rows if r["benchmark"] == "eran"] == ["unknown"] * len(fresh)
+    text = (tmp_path / "vnncomp_quick.md").read_text()
+    assert "Command: `python benchmarks/vnncomp.py --quick --benchmark eran --workers 2 --threads 1`" in text
+    assert f"Command: `{kept[0]['command']}`" in text and "### mnist_fc" in text
+
+
+@pytest.mark.shared
 def test_vnncomp_runs_the_sigmoid_network_with_the_relaxations(tmp_path):
     shared_path("data", "vnncomp", "eran_2021")
     vnncomp = load_script("vnncomp")
