@@ -36,7 +36,7 @@ from torch import Tensor, nn
 from .certify import as_network, certify, correctly_classified, margin_bounds, robust_loss
 from .io import atomic_write_bytes, atomic_write_text, write_csv
 from .losses import training_loss
-from .schedule import Loss, Schedule, TrainConfig, epsilon_at, schedule_at
+from .schedule import Schedule, TrainConfig, schedule_at
 from .sets import LinfBall
 
 Dataset = tuple[Tensor, Tensor]

@@ -12,7 +12,8 @@ import torch
 import lpverify as lv
 from lpverify.data import toy_2d
 from lpverify.schedule import Loss, schedule_at
-from lpverify.train import RECORD_KEYS, TrainConfig, epsilon_at, export_onnx, final_report, load_checkpoint, train
+from lpverify.schedule import epsilon_at
+from lpverify.train import RECORD_KEYS, TrainConfig, export_onnx, final_report, load_checkpoint, train
 from conftest import random_convnet, shared_path
 
 # The paper's robust loss on toys (the trainer's default is CROWN-IBP with a warm-up).
