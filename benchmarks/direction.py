@@ -63,7 +63,7 @@ def networks(data: Path) -> dict[str, tuple[lv.Network, torch.Tensor, torch.Tens
         "paper MNIST (conv)": (paper_network("mnist", weights / "mnist.pth"), x.reshape(-1, 1, 28, 28), y, 0.1),
         "bottleneck 784-16-1000-10": (lv.Network.from_torch(bottleneck(xt[:20000].reshape(-1, 784), yt[:20000]),
                                                             input_shape=(1, 28, 28)), x.reshape(-1, 1, 28, 28), y, 0.02),
-        "mnist_fc 256x6 (VNN-COMP)": (load_onnx(data / "vnncomp" / "mnist_fc" / "onnx" / "mnist-net_256x6.onnx"),
+        "mnist_fc 256x6 (VNN-COMP)": (load_onnx(data / "vnncomp" / "mnist_fc" / "onnx" / "mnist-net_256x6.onnx.gz"),
                                       x.reshape(-1, 1, 28, 28), y, 0.02),
     }
     return out

@@ -21,6 +21,7 @@
 
     python benchmarks/speed.py                 # 1,000 images per dataset
     python benchmarks/speed.py --full --write-results  # 10,000 images; refreshes benchmarks/results/speed.md
+    python benchmarks/speed.py --device cuda --lp-images 0 --out speed_gpu.md   # both codes on a GPU, TF32 off
 Needs the test sets and the paper's weights (``--data``, ``--weights``, default ../shared).
 """
 
@@ -55,11 +56,27 @@ def digest(certified: list[bool]) -> tuple[int, str]:
     return bits.count("0"), hashlib.sha256(bits.encode()).hexdigest()[:16]
 
 
-def report(batch_size: object, n: int, seconds: float, cpu_seconds: float, certified: list[bool]) -> None:
+def report(batch_size: object, n: int, seconds: float, cpu_seconds: float, certified: list[bool], device: str) -> None:
+    """One JSON line; the peak memory is the process's resident set, or on a GPU the device memory torch allocated."""
+    import torch
+
     uncertified, tag = digest(certified)
+    peak = (torch.cuda.max_memory_allocated(device) if device.startswith("cuda")
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
     print(json.dumps({"batch_size": batch_size, "seconds": seconds, "rate": n / seconds, "cpu_ms": 1e3 * cpu_seconds / n,
-                      "uncertified": uncertified, "digest": tag,
-                      "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                      "uncertified": uncertified, "digest": tag, "peak_mb": peak / 2**20}))
+
+
+def on_device(device: str):
+    """Set up ``device`` for a fair timing: TF32 off on a GPU (float32 products stay float32); a sync function."""
+    import torch
+
+    if not device.startswith("cuda"):
+        return lambda: None
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    torch.cuda.reset_peak_memory_stats(device)
+    return lambda: torch.cuda.synchronize(device)
 
 
 def lpverify_worker(args: argparse.Namespace) -> None:
@@ -69,19 +86,23 @@ def lpverify_worker(args: argparse.Namespace) -> None:
     sys.path.insert(0, str(ROOT))
     import lpverify as lv
     from lpverify.certify import plan_chunks
-    from lpverify.zoo import paper_network
+    from lpverify.zoo import INPUT_SHAPES, load_paper_model
 
     torch.set_num_threads(args.threads)
-    net = paper_network(args.dataset, args.weights)
-    x, y = torch.load(args.images)
+    sync = on_device(args.device)
+    model = load_paper_model(args.dataset, args.weights).to(args.device)
+    net = lv.Network.from_torch(model, input_shape=INPUT_SHAPES[args.dataset])
+    x, y = (t.to(args.device) for t in torch.load(args.images))
     batch = None if args.batch_size == "auto" else int(args.batch_size)
     sizes = [len(c) for c in plan_chunks(net, x, torch.tensor(EPS, dtype=torch.float64), batch_size=batch)]
     warm = max(sizes)
     lv.certify(net, x[:warm], y[:warm], EPS, batch_size=batch)  # warm-up: caches, allocator
+    sync()
     start, cpu = time.perf_counter(), time.process_time()
     ok = lv.certify(net, x, y, EPS, batch_size=batch)
+    sync()
     label = f"auto ({min(sizes)}–{max(sizes)})" if batch is None else batch
-    report(label, len(y), time.perf_counter() - start, time.process_time() - cpu, ok.tolist())
+    report(label, len(y), time.perf_counter() - start, time.process_time() - cpu, ok.cpu().tolist(), args.device)
 
 
 def reference_worker(args: argparse.Namespace) -> None:
@@ -91,13 +112,15 @@ def reference_worker(args: argparse.Namespace) -> None:
     from torch import nn
 
     torch.set_num_threads(args.threads)
+    sync = on_device(args.device)
     model = nn.Sequential(  # the paper's MNIST / Fashion-MNIST architecture
         nn.Conv2d(1, 16, 4, stride=2, padding=1), nn.ReLU(), nn.Conv2d(16, 32, 4, stride=2, padding=1), nn.ReLU(),
         nn.Flatten(), nn.Linear(32 * 7 * 7, 100), nn.ReLU(), nn.Linear(100, 10))
     model.load_state_dict(torch.load(args.weights, map_location="cpu", weights_only=True))
-    x, y = torch.load(args.images)
+    model = model.to(args.device)
+    x, y = (t.to(args.device) for t in torch.load(args.images))
     batch = int(args.batch_size)
-    eye = torch.eye(10)
+    eye = torch.eye(10, device=args.device)
 
     def certify(xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
         f = -DualNetwork(model, xb, EPS)(eye[yb].unsqueeze(1) - eye.unsqueeze(0))  # f_j = −J(e_y − e_j)
@@ -106,9 +129,11 @@ def reference_worker(args: argparse.Namespace) -> None:
 
     with torch.no_grad():
         certify(x[:batch], y[:batch])  # warm-up
+        sync()
         start, cpu = time.perf_counter(), time.process_time()
         ok = torch.cat([certify(x[i : i + batch], y[i : i + batch]) for i in range(0, len(y), batch)])
-    report(batch, len(y), time.perf_counter() - start, time.process_time() - cpu, ok.tolist())
+        sync()
+    report(batch, len(y), time.perf_counter() - start, time.process_time() - cpu, ok.cpu().tolist(), args.device)
 
 
 # -- orchestration ------------------------------------------------------------------------------
@@ -134,9 +159,10 @@ def reference_python(venv: Path) -> Path:
     return python
 
 
-def run_worker(python: Path, kind: str, dataset: str, batch: str, images: Path, weights: Path, threads: int) -> dict:
+def run_worker(python: Path, kind: str, dataset: str, batch: str, images: Path, weights: Path, threads: int,
+               device: str = "cpu") -> dict:
     cmd = [str(python), __file__, "--worker", kind, "--dataset", dataset, "--batch-size", batch,
-           "--images", str(images), "--weights", str(weights), "--threads", str(threads)]
+           "--images", str(images), "--weights", str(weights), "--threads", str(threads), "--device", device]
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     out = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if out.returncode != 0:
@@ -166,7 +192,7 @@ def certification_table(args: argparse.Namespace, reference: Path | None, tmp: P
                 if repeat >= (args.reference_repeats if kind == "reference" else args.repeats):
                     continue
                 python = reference if kind == "reference" else Path(sys.executable)
-                r = run_worker(python, kind, dataset, batch, images, weights, args.threads)
+                r = run_worker(python, kind, dataset, batch, images, weights, args.threads, args.device)
                 print(f"  {dataset} {kind:<9} batch {r['batch_size']!s:>9} (run {repeat + 1}): {r['rate']:7.1f} ex/s, "
                       f"{r['cpu_ms']:6.2f} CPU ms/ex, "
                       f"peak {r['peak_mb']:5.0f} MB, {r['uncertified']} not certified, digest {r['digest']}", flush=True)
@@ -233,6 +259,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=2, help="runs per lpverify configuration; the best is kept")
     parser.add_argument("--reference-repeats", type=int, default=1, help="runs per configuration of the paper's code")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu",
+                        help="torch device of both codes' certification, e.g. cuda (TF32 off; peak memory is then "
+                             "the device memory allocated)")
     parser.add_argument("--no-reference", action="store_true", help="skip the paper's code")
     parser.add_argument("--reference-venv", type=Path, default=ROOT / "build" / "reference-venv")
     parser.add_argument("--lp-images", type=int, default=1, help="images per model for the LP table (0 skips)")
@@ -269,7 +298,9 @@ def main(argv: list[str] | None = None) -> int:
     header = [
         "# Speed",
         "",
-        f"Machine: {cpu_name()}, {args.threads} thread(s); torch {torch.__version__}. "
+        f"Machine: {cpu_name()}, {args.threads} thread(s)"
+        + (f", device {torch.cuda.get_device_name(args.device)} (TF32 off)" if args.device.startswith("cuda") else "")
+        + f"; torch {torch.__version__}. "
         f"Command: `{shlex.join(['python', 'benchmarks/speed.py', *shown])}`.",
         "",
         "## Certification beside the paper's code",

@@ -432,7 +432,7 @@ def _backward_cheaper(
     block = net.blocks[i]
     forward = sum(push_cost(block, cols) for cols in cols_in)
     forward += sum(push_cost(block, cols) for _, cols in relu_cols)
-    crossing_now = int(((lower < 0) & (upper > 0)).flatten(1).sum(1).max()) if lower.numel() else 0
+    crossing_now = int(crossing(lower, upper).flatten(1).sum(1).max()) if lower.numel() else 0
     forward += crossing_now * block_macs(block) / max(1, block.in_features)
     return backward_cost(net, i, rigorous) < forward
 

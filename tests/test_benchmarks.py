@@ -81,7 +81,7 @@ def test_speed_benchmark_small_run(tmp_path):
     """lpverify's side of the table (the paper's code needs its venv, from the package registry)."""
     out = tmp_path / "speed.md"
     cmd = [sys.executable, str(BENCHMARKS / "speed.py"), "--n", "20", "--datasets", "fashion_mnist",
-           "--batch-sizes", "auto", "7", "--repeats", "1", "--no-reference", "--lp-images", "0",
+           "--batch-sizes", "auto", "7", "--repeats", "1", "--no-reference", "--lp-images", "0", "--device", "cpu",
            "--data", str(shared_path("data")), "--weights", str(shared_path("models", "wong_kolter_2018")),
            "--out", str(out)]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
