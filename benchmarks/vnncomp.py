@@ -367,17 +367,18 @@ def main(argv: list[str] | None = None) -> int:
                 rows, p = [{**r, "decided_by": relative(r["decided_by"], args.root)} for r in earlier if r["benchmark"] == name], []
             all_rows += rows
             problems += p
-            lines += summary(rows, name, args.root)
     except ClusterError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     finally:
         if args.executor is not None:
             args.executor.shutdown(cancel_futures=True)
-    for name in [n for n in BENCHMARKS if any(r["benchmark"] == n for r in kept)]:
-        rows = [r for r in kept if r["benchmark"] == name]
-        all_rows += rows
-        lines += summary(rows, name, args.root)
+    all_rows += kept
+    all_rows.sort(key=lambda r: list(BENCHMARKS).index(r["benchmark"]))  # stable: each benchmark's own order
+    for name in BENCHMARKS:
+        rows = [r for r in all_rows if r["benchmark"] == name]
+        if rows:
+            lines += summary(rows, name, args.root)
     write_csv(args.results / f"vnncomp{suffix}.csv", all_rows, list(all_rows[0]))
     atomic_write_text(args.results / f"vnncomp{suffix}.md", "\n".join(lines))
     print("\n".join(lines))

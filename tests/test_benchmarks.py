@@ -96,6 +96,17 @@ def test_speed_benchmark_small_run(tmp_path):
     assert speed.digest([True, True]) != speed.digest([True, False])
 
 
+@pytest.mark.shared
+def test_direction_benchmark_hands_over_where_cheaper_with_the_same_certificates(capsys):
+    shared_path("data", "vnncomp", "mnist_fc")
+    direction = load_script("direction")
+    assert direction.main(["--n", "6", "--repeats", "1", "--data", str(shared_path("data"))]) == 0
+    rows = {line.split("|")[1].strip(): line.split("|") for line in capsys.readouterr().out.splitlines()
+            if line.startswith("| ") and "ms/example" not in line and "---" not in line}
+    assert rows["paper MNIST (conv)"][3].strip() == "—" and rows["bottleneck 784-16-1000-10"][3].strip() == "block 2"
+    assert all(r[-2].strip() == "yes" for r in rows.values()) and len(rows) == 3
+
+
 def test_train_2d_writes_its_log_and_figure_and_reports_failure(tmp_path):
     train_2d = load_script("train_2d")
     code = train_2d.main(["--steps", "100", "--results", str(tmp_path), "--figures", str(tmp_path)])
