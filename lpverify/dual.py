@@ -370,14 +370,15 @@ def _algorithm1(
 
     for i, block in enumerate(net.blocks[1:], 1):
         lo, up = lower[-1], upper[-1]
-        if AUTO_DIRECTION and _backward_cheaper(net, i, cols_in, relu_cols, lo, up, rigorous):
+        slope = sound_slope(lo, up) if rigorous else relu_slope(lo, up)
+        new = _crossing_units(lo, up, slope)
+        n_new = 0 if new is None else new[0].shape[1]
+        if AUTO_DIRECTION and _backward_cheaper(net, i, cols_in, relu_cols, n_new, rigorous):
             from .backward import backward_from
 
             return backward_from(net, ball, lower, upper, rigorous, c)
-        slope = sound_slope(lo, up) if rigorous else relu_slope(lo, up)
         cols_in = merged([push(block, cols.scaled(slope)) for cols in cols_in])
         relu_cols = [(coef, push(block, cols.scaled(slope))) for coef, cols in relu_cols]
-        new = _crossing_units(lo, up, slope)
         fresh = None  # the new columns' terms, where their sparse form gives them cheaply
         if new is not None:
             coef, index, vals = new
@@ -386,7 +387,7 @@ def _algorithm1(
         if rigorous:
             scaled = torch.where(crossing(lo, up), magnitude + lo.abs(), magnitude)
             magnitude = block.abs_forward(slope * scaled)
-            depth += block.rounding_depth + 4 + (0 if new is None else new[0].shape[1])
+            depth += block.rounding_depth + 4 + n_new
         offset = block(slope * offset)
         lo, up = _bounds_from_columns(offset, group_norm(cols_in, ball.q).view_as(offset), relu_cols, fresh)
         if rigorous:
@@ -415,15 +416,14 @@ def _backward_cheaper(
     i: int,
     cols_in: list[Columns],
     relu_cols: list[tuple[Tensor, Columns]],
-    lower: Tensor,
-    upper: Tensor,
+    n_new: int,
     rigorous: bool,
 ) -> bool:
     """Whether block i's bounds cost less by backward walks than by pushing the columns through it.
 
     The forward cost is the columns' entries times their rows of W_i (the
-    input columns, the crossing columns so far and the new ones of the layer
-    before); the backward cost is 2·n_i objectives walked through blocks
+    input columns, the crossing columns so far and the ``n_new`` new ones of
+    the layer before, padded to the batch maximum); the backward cost is 2·n_i objectives walked through blocks
     1..i (:func:`lpverify.backward.backward_cost`). Once walking back, the
     remaining layers walk back too: no column reaches them.
     """
@@ -432,8 +432,7 @@ def _backward_cheaper(
     block = net.blocks[i]
     forward = sum(push_cost(block, cols) for cols in cols_in)
     forward += sum(push_cost(block, cols) for _, cols in relu_cols)
-    crossing_now = int(crossing(lower, upper).flatten(1).sum(1).max()) if lower.numel() else 0
-    forward += crossing_now * block_macs(block) / max(1, block.in_features)
+    forward += n_new * block_macs(block) / max(1, block.in_features)
     return backward_cost(net, i, rigorous) < forward
 
 

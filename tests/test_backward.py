@@ -124,3 +124,35 @@ def test_certificates_do_not_depend_on_the_direction(monkeypatch):
         assert torch.equal(auto, reference)
         counts.append(int(auto.sum()))
     assert counts[0] > counts[-1], f"the radii must span certified and uncertified examples: {counts}"
+
+
+def test_handed_over_float32_bounds_hold_in_exact_arithmetic(monkeypatch):
+    """Rigorous float32 bounds after a handover contain every sampled pre-activation, computed with fractions."""
+    from fractions import Fraction
+
+    seen = handovers(monkeypatch)
+    model = random_mlp([784, 10, 200, 10], 0)  # float32; the logits are handed over (see the bottleneck above)
+    net = lv.Network.from_torch(model, input_shape=(784,))
+    gen = torch.Generator().manual_seed(4)
+    x = torch.rand(1, 784, generator=gen)
+    eps = 0.05
+    c = torch.zeros(1, 2, 10)
+    c[0, 0, :2], c[0, 1, :2] = torch.tensor([1.0, -1.0]), torch.tensor([-1.0, 1.0])
+    with torch.no_grad():
+        result = dual.forward_objective(net, lv.LinfBall(x, eps), c)
+    assert seen == [2] and result.bounds.lower[0].dtype == torch.float32
+    assert bool(((result.bounds.lower[1] < 0) & (result.bounds.upper[1] > 0)).any()), "units must cross"
+    layers = [(l.weight.detach().double().numpy(), l.bias.detach().double().numpy()) for l in model if hasattr(l, "weight")]
+    exact_layers = [([[Fraction(v) for v in row] for row in w], [Fraction(v) for v in b]) for w, b in layers]
+    signs = torch.randint(0, 2, (12, 784), generator=gen).float() * 2 - 1  # corners of the box, then inner points
+    inner = torch.rand(4, 784, generator=gen) * 2 - 1
+    for direction in torch.cat([signs, inner]):
+        point = [Fraction(float(v)) + Fraction(eps) * Fraction(float(d)) for v, d in zip(x[0], direction)]
+        z = point
+        for i, (w, b) in enumerate(exact_layers):
+            pre = [sum((wij * zj for wij, zj in zip(row, z)), Fraction(0)) + bi for row, bi in zip(w, b)]
+            lo, up = result.bounds.lower[i][0].tolist(), result.bounds.upper[i][0].tolist()
+            assert all(Fraction(l) <= p <= Fraction(u) for l, p, u in zip(lo, pre, up)), f"layer {i}"
+            z = [max(p, Fraction(0)) for p in pre]
+        margins = [pre[0] - pre[1], pre[1] - pre[0]]
+        assert all(Fraction(float(j)) <= m for j, m in zip(result.J[0], margins))

@@ -11,8 +11,7 @@ import torch
 
 import lpverify as lv
 from lpverify.data import toy_2d
-from lpverify.schedule import Loss, schedule_at
-from lpverify.schedule import epsilon_at
+from lpverify.schedule import Loss, epsilon_at, schedule_at
 from lpverify.train import RECORD_KEYS, TrainConfig, export_onnx, final_report, load_checkpoint, train
 from conftest import random_convnet, shared_path
 
@@ -68,13 +67,19 @@ def test_resumed_training_equals_an_uninterrupted_run(tmp_path):
 
 
 @pytest.mark.parametrize("loss", [Loss.PROJECTION, Loss.CROWN_IBP])
-def test_interrupted_mid_epoch_resumes_bit_exactly(tmp_path, loss):
+def test_interrupted_mid_epoch_resumes_bit_exactly(tmp_path, loss, monkeypatch):
     """Interruptions inside epochs (projections draw random numbers: their state is in the checkpoint too)."""
+    from lpverify import losses
+
+    drawn = []  # batches whose projection loss did draw projections (not the exact shortcut)
+    original = losses.projected_bounds
+    monkeypatch.setattr(losses, "projected_bounds", lambda *a, **k: drawn.append(1) or original(*a, **k))
     data = toy_2d(12, 0.16, seed=0)
     config = TrainConfig(epochs=3, batch_size=4, eps=0.05, lr=1e-2, loss=loss, projections=1, warmup_epochs=0.5,
                          ramp_epochs=1.5, lr_steps=(2.5,), test_robust_examples=4)
     straight = toy_model()
     full = train(straight, data, data, config, tmp_path / "a", progress=False)
+    assert (len(drawn) > 0) == (loss is Loss.PROJECTION)
     # 3 batches per epoch: stop inside epoch 1 after 2 batches, then inside epoch 3 after 4 more
     part = train(toy_model(), data, data, config, tmp_path / "b", progress=False, stop_after=2)
     assert part == []
